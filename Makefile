@@ -1,0 +1,42 @@
+# vigia: `make run` renders, checks and (later) runs the embedded stack; `make test` runs the tests.
+VENV   := .venv
+VIGIA  := $(VENV)/bin/vigia
+PY     := $(VENV)/bin/python
+PROFILE ?= local
+OUT    ?= build/$(PROFILE)
+
+.PHONY: setup render render-golden check test run up deploy down bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+render: setup
+	$(VIGIA) render --profile $(PROFILE) --out $(OUT)
+
+# The committed prod render (infra/observability) and the root docker-compose.yml.
+render-golden: setup
+	$(VIGIA) render --profile prod --out infra/observability
+
+check: render
+	$(VIGIA) check --out $(OUT)
+
+test: setup
+	$(PY) -m pytest -q
+
+run: setup
+	$(VIGIA) render --profile local --out build/local
+	$(VIGIA) check --out build/local
+
+up deploy: setup render-golden
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make up: needs a running Docker engine; without one use 'make run' (embedded stack)"; exit 1; }
+	@test -f .env || { echo "make up: copy .env.example to .env and set the secrets first"; exit 1; }
+	docker compose up -d --build
+
+down:
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 && docker compose down || true
+
+bench: setup
+	$(VIGIA) bench all
+
+clean:
+	rm -rf build
