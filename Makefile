@@ -13,9 +13,9 @@ setup:
 render: setup
 	$(VIGIA) render --profile $(PROFILE) --out $(OUT)
 
-# The committed prod render (infra/observability) and the root docker-compose.yml.
+# Refresh the committed prod render (infra/observability) and the root docker-compose.yml / .env.example.
 render-golden: setup
-	$(VIGIA) render --profile prod --out infra/observability
+	VIGIA_UPDATE_GOLDEN=1 $(PY) -m pytest -q tests/test_golden.py
 
 check: render
 	$(VIGIA) check --out $(OUT)

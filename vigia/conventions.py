@@ -58,6 +58,7 @@ PROMETHEUS_CONFIG = "prometheus/prometheus.yml"
 RECORDING_RULES = "prometheus/rules/recording.yml"
 ALERT_RULES = "prometheus/rules/alerts.yml"
 RULE_TESTS = "prometheus/tests/alerts_test.yml"
+RULE_TESTS_SLOW = "prometheus/tests/slow_burn_test.yml"
 ALERTMANAGER_CONFIG = "alertmanager/alertmanager.yml"
 ALERTMANAGER_ROUTE_TESTS = "alertmanager/routes_test.yml"
 OTEL_CONFIG = "otel-collector/config.yaml"
@@ -88,3 +89,15 @@ GOLD_HOURLY_TABLE = "logs_hourly"
 LOG_DROPPED_METRIC = "vigia_log_dropped_total"
 LOG_WRITTEN_METRIC = "vigia_log_records_total"
 TRAIL_WRITTEN_METRIC = "vigia_trail_records_total"
+
+SLO_BURN_ALERT = "SLOErrorBudgetBurn"
+
+
+def sli_events_rate(window: str) -> str:
+    """Recording rule holding an SLO's event rate over a window (the low-traffic guard)."""
+    return f"slo:sli_events:rate{window}"
+
+
+def prometheus_shard_config(shard: int) -> str:
+    """Config of the n-th Prometheus replica when scraping is hashmod-sharded (shard 0 uses PROMETHEUS_CONFIG)."""
+    return f"prometheus/prometheus-shard-{shard}.yml"

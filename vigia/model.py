@@ -215,6 +215,7 @@ class Retention(Frozen):
     logs_days: int = Field(gt=0)
     metrics_days: int = Field(gt=0)
     audit_days: AuditDays
+    gold_days: int = Field(gt=0)
 
 
 class Privacy(Frozen):
@@ -243,6 +244,19 @@ class Profile(Frozen):
     _d = field_validator("scrape_interval", "evaluation_interval")(_check_duration)
 
 
+class Alerting(Frozen):
+    smtp_smarthost: str
+    smtp_from: str
+    smtp_username: str
+    page_email_to: str
+    group_wait: str
+    group_interval: str
+    repeat_interval: str
+    watchdog_repeat_interval: str
+
+    _d = field_validator("group_wait", "group_interval", "repeat_interval", "watchdog_repeat_interval")(_check_duration)
+
+
 class Catalog(Frozen):
     version: Literal[1]
     project: str
@@ -256,6 +270,7 @@ class Catalog(Frozen):
     burn_rate_tiers: tuple[BurnRateTier, ...]
     low_traffic_min_rate: float = Field(gt=0)
     alerts: tuple[Alert, ...]
+    alerting: Alerting
     logs: Logs
     trails: Trails
     error_tokens: dict[str, ErrorToken]

@@ -1,0 +1,144 @@
+"""What each dashboard shows, as plain data: panels with their queries, built from the catalog.
+
+Kept apart from grafanalib so the prover can run every query against live Prometheus and the
+report can draw the same queries the dashboards use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vigia import conventions as names
+from vigia.model import Catalog
+
+PROMETHEUS, CLICKHOUSE = "prometheus", "clickhouse"
+
+
+@dataclass(frozen=True)
+class Query:
+    expr: str
+    legend: str = ""
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    queries: tuple[Query, ...]
+    unit: str = ""
+    kind: str = "timeseries"  # timeseries | stat | table
+    datasource: str = PROMETHEUS
+    thresholds: tuple[float, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    stem: str
+    uid: str
+    title: str
+    panels: tuple[Panel, ...] = field(default_factory=tuple)
+
+
+def _rate(metric: str) -> str:
+    return names.request_rate_rule(metric)
+
+
+def _q(metric: str, q: float) -> str:
+    return names.latency_quantile_rule(metric, q)
+
+
+def _domain_latency(catalog: Catalog) -> Panel:
+    queries = []
+    for c in catalog.components:
+        metric = catalog.http_metric(c.name, "duration").name
+        for q in names.LATENCY_QUANTILES:
+            queries.append(Query(
+                f'histogram_quantile({q:g}, sum by (le) (rate({metric}_bucket{{route!~"/_.*"}}[5m])))',
+                f"{c.name} p{q * 100:g}"))
+    return Panel("Latency p50/p95/p99 by domain", tuple(queries), unit="s", thresholds=(0.3,))
+
+
+def _domain_errors(catalog: Catalog) -> Panel:
+    queries = []
+    for c in catalog.components:
+        rule = _rate(catalog.http_metric(c.name, "requests").name)
+        queries.append(Query(f'sum({rule}{{code=~"5.."}}) / sum({rule})', c.name))
+    return Panel("Error % by domain (5xx)", tuple(queries), unit="percentunit", thresholds=(0.003,))
+
+
+def _slo_panels(catalog: Catalog) -> tuple[Panel, ...]:
+    burn = tuple(Query(f'{names.sli_error_ratio("1h")}{{slo="{s.name}"}} / {s.error_budget:g}', s.name)
+                 for s in catalog.slos)
+    budget = tuple(Query(f'1 - avg_over_time({names.sli_error_ratio("5m")}{{slo="{s.name}"}}[30d]) / {s.error_budget:g}',
+                         s.name) for s in catalog.slos)
+    return (
+        Panel("SLO burn rate (1h window, 1 = on budget)", burn, thresholds=(1.0, 14.4),
+              description="Bad-event ratio over 1h divided by the SLO's error budget. 14.4 pages."),
+        Panel("Error budget remaining (30d)", budget, unit="percentunit", kind="stat",
+              description="1 - mean of the 5m bad-event ratio over 30 days / budget (unweighted by traffic)."),
+    )
+
+
+def dashboards(catalog: Catalog) -> tuple[Dashboard, ...]:
+    db = catalog.storage.clickhouse_database
+    logs = f"{db}.{names.LOGS_TABLE}"
+    by_stem = {stem: (uid, title) for stem, uid, title in names.DASHBOARDS}
+    executive = (
+        _domain_latency(catalog),
+        _domain_errors(catalog),
+        Panel("BACKPRESSURE, last 24h", (
+            Query("sum(increase(gateway_backpressure_total[24h]))", "gateway answers"),
+            Query('sum(increase(policy_eval_total{decision="backpressure"}[24h]))', "policy decisions"),
+        ), kind="stat"),
+        Panel("Policy decisions", (Query(f"sum by (decision) ({_rate('policy_eval_total')})", "{{decision}}"),), unit="reqps"),
+        Panel("Top tenants by consumption (sampled logs)", (Query(
+            f"SELECT tenant, count() AS requests, sum(cost_calls) AS cost_calls FROM {logs} "
+            f"WHERE $__timeFilter(ts) GROUP BY tenant ORDER BY requests DESC LIMIT 10"),),
+            kind="table", datasource=CLICKHOUSE,
+            description="From the server-blind logs in ClickHouse; success lines are sampled."),
+        Panel("Rate-limit hits by tenant", (Query(f"topk(10, sum by (tenant) ({_rate('core_rate_limit_hits_total')}))", "{{tenant}}"),),
+              unit="reqps"),
+    ) + _slo_panels(catalog)
+    office = (
+        Panel("Tool calls by tool", (Query(f"sum by (tool, ok) ({_rate('office_mcp_call_total')})", "{{tool}} ok={{ok}}"),), unit="reqps"),
+        Panel("Tool call p99 by tool", (Query(_q("office_mcp_call_duration_seconds", 0.99), "{{tool}}"),), unit="s", thresholds=(0.3,)),
+        Panel("WebSocket reconnect p95", (Query(_q("office_ws_reconnect_duration_seconds", 0.95), "p95"),), unit="s", thresholds=(0.5,)),
+        Panel("ErrorToken breakdown", (Query(f'sum by (err) ({_rate("office_mcp_call_total")}{{ok="false"}})', "{{err}}"),), unit="reqps"),
+        Panel("Events replayed to reconnecting clients", (Query(f"sum({_rate('office_ws_replayed_events_total')})", "events/s"),)),
+    )
+    gateway = (
+        Panel("Latency p99 by internal route", (Query(f'{_q("gateway_http_request_duration_seconds", 0.99)}{{route!~"/_.*"}}', "{{route}}"),),
+              unit="s", thresholds=(0.3,)),
+        Panel("Latency p95 by internal route", (Query(f'{_q("gateway_http_request_duration_seconds", 0.95)}{{route!~"/_.*"}}', "{{route}}"),),
+              unit="s", thresholds=(0.3,)),
+        Panel("Requests by route and code", (Query(f"sum by (route, code) ({_rate('gateway_http_requests_total')})", "{{route}} {{code}}"),),
+              unit="reqps"),
+        Panel("Access / JWKS refreshes", (Query(f"sum by (ok) ({_rate('gateway_jwks_refresh_total')})", "ok={{ok}}"),
+                                          Query("max(gateway_jwks_refresh_consecutive_failures)", "consecutive failures"))),
+        Panel("Webhook deliveries ok/fail", (Query(f"sum by (dest, ok) ({_rate('webhook_delivery_total')})", "{{dest}} ok={{ok}}"),),
+              unit="reqps"),
+        Panel("Webhook delivery p95", (Query(_q("webhook_delivery_duration_seconds", 0.95), "{{dest}}"),), unit="s"),
+        Panel("Media presign", (Query(f"sum by (ok) ({_rate('media_presign_total')})", "ok={{ok}}"),), unit="reqps"),
+        Panel("Backpressure answers by session type", (Query(f"sum by (session_type) ({_rate('gateway_backpressure_total')})",
+                                                             "{{session_type}}"),), unit="reqps"),
+    )
+    core = (
+        Panel("DB timings p95 by operation", (Query(_q("core_db_query_seconds", 0.95), "{{op}}"),), unit="s"),
+        Panel("DB timings p99 by operation", (Query(_q("core_db_query_seconds", 0.99), "{{op}}"),), unit="s"),
+        Panel("Rate limits by bucket", (Query(f"sum by (bucket) ({_rate('core_rate_limit_hits_total')})", "{{bucket}}"),), unit="reqps"),
+        Panel("Latency p99 by route", (Query(f'{_q("core_http_request_duration_seconds", 0.99)}{{route!~"/_.*"}}', "{{route}}"),),
+              unit="s", thresholds=(0.3,)),
+        Panel("Requests by route and code", (Query(f"sum by (route, code) ({_rate('core_http_requests_total')})", "{{route}} {{code}}"),),
+              unit="reqps"),
+        Panel("Throughput by tenant (sampled logs)", (Query(
+            f"SELECT $__timeInterval(ts) AS time, tenant, count() AS requests FROM {logs} "
+            f"WHERE $__timeFilter(ts) AND component = 'core' GROUP BY time, tenant ORDER BY time"),),
+            datasource=CLICKHOUSE),
+    )
+    content = {"00-executive": executive, "10-office-mcp": office, "20-gateway": gateway, "30-core-api": core}
+    return tuple(Dashboard(stem, *by_stem[stem], panels=panels) for stem, panels in content.items())
+
+
+def panel_queries(catalog: Catalog) -> list[tuple[str, str, str, str]]:
+    """Every (dashboard uid, panel title, datasource kind, query) the dashboards run."""
+    return [(d.uid, p.title, p.datasource, q.expr) for d in dashboards(catalog) for p in d.panels for q in p.queries]

@@ -1,0 +1,124 @@
+"""ClickHouse DDL: silver tables for logs and trails, the quarantine, the ingest ledger, gold
+hourly aggregates, and the users Grafana and the OTel Collector connect as.
+
+Columns come from the catalog's closed field list, so a field can only reach ClickHouse if the
+catalog allows it. Days are partitions: the loader replaces a whole day atomically.
+In the `cluster` profile every table is a ReplicatedMergeTree `<name>_local` ON CLUSTER with a
+Distributed `<name>` in front, so queries read the same names everywhere.
+"""
+
+from __future__ import annotations
+
+from vigia import conventions as names
+from vigia.model import Catalog
+
+LOG_TYPES = {
+    "timestamp": "DateTime64(3, 'UTC') CODEC(DoubleDelta, ZSTD(1))",
+    "token": "LowCardinality(String) DEFAULT ''",
+    "route": "LowCardinality(String) DEFAULT ''",
+    "id": "String DEFAULT '' CODEC(ZSTD(1))",
+    "bool": "Nullable(Bool)",
+    "int": "Nullable(Int64) CODEC(T64, ZSTD(1))",
+}
+PROVENANCE = ["`_file` LowCardinality(String) DEFAULT ''", "`_line` UInt32 DEFAULT 0"]
+
+
+def render(catalog: Catalog, profile: str) -> dict[str, object]:
+    return {names.CLICKHOUSE_DDL: ";\n\n".join(statements(catalog, profile)) + ";\n",
+            names.CLICKHOUSE_USERS: users_xml(catalog)}
+
+
+def log_columns(catalog: Catalog) -> list[str]:
+    return [f"`{name}` {LOG_TYPES[kind]}" for name, kind in catalog.logs.fields.items()] + PROVENANCE
+
+
+def trail_columns() -> list[str]:
+    return [
+        "`id` String",
+        "`ts` DateTime64(3, 'UTC') CODEC(DoubleDelta, ZSTD(1))",
+        "`kind` LowCardinality(String)",
+        "`scope` LowCardinality(String) DEFAULT ''",
+        "`actor` String DEFAULT ''",
+        "`refs` Array(String)",
+        "`data` String CODEC(ZSTD(3))",
+        "`meta` String CODEC(ZSTD(3))",
+        "`sig` String DEFAULT ''",
+    ] + PROVENANCE
+
+
+def tables(catalog: Catalog) -> list[tuple[str, list[str], str]]:
+    """(name, columns, engine clauses after the engine) for every table, in creation order."""
+    r = catalog.retention
+    return [
+        (names.LOGS_TABLE, log_columns(catalog),
+         f"PARTITION BY toYYYYMMDD(ts) ORDER BY (component, route, ts) "
+         f"TTL toDateTime(ts) + INTERVAL {r.logs_days} DAY"),
+        (names.TRAILS_TABLE, trail_columns(),
+         f"PARTITION BY toYYYYMMDD(ts) ORDER BY (kind, ts, id) "
+         f"TTL toDateTime(ts) + INTERVAL {r.audit_days.max} DAY"),
+        (names.QUARANTINE_TABLE, [
+            "`day` Date", "`kind` LowCardinality(String)", "`file` String", "`line` UInt32",
+            "`raw` String CODEC(ZSTD(3))", "`reason` String", "`at` DateTime64(3, 'UTC') DEFAULT now64(3)"],
+         f"PARTITION BY toYYYYMM(day) ORDER BY (day, kind, file, line) TTL day + INTERVAL {r.logs_days} DAY"),
+        (names.LEDGER_TABLE, [
+            "`kind` LowCardinality(String)", "`day` Date", "`object_key` String", "`sha256` FixedString(64)",
+            "`lines` UInt64", "`rows` UInt64", "`quarantined` UInt64", "`loaded_at` DateTime64(3, 'UTC')"],
+         "ORDER BY (kind, day, object_key)"),
+        (names.GOLD_HOURLY_TABLE, [
+            "`hour` DateTime('UTC')", "`component` LowCardinality(String)", "`route` LowCardinality(String)",
+            "`requests` UInt64", "`errors` UInt64", "`p50_ms` Float64", "`p95_ms` Float64", "`p99_ms` Float64"],
+         f"PARTITION BY toYYYYMMDD(hour) ORDER BY (component, route, hour) "
+         f"TTL hour + INTERVAL {r.gold_days} DAY"),
+    ]
+
+
+def _engine(name: str, clustered: bool) -> str:
+    if name == names.LEDGER_TABLE:
+        return ("ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/%s', '{replica}', loaded_at)" % name
+                if clustered else "ReplacingMergeTree(loaded_at)")
+    return ("ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/%s', '{replica}')" % name
+            if clustered else "MergeTree")
+
+
+def statements(catalog: Catalog, profile: str) -> list[str]:
+    db = catalog.storage.clickhouse_database
+    cluster = catalog.profiles[profile].clickhouse_cluster
+    on = f" ON CLUSTER {cluster}" if cluster else ""
+    out = [f"CREATE DATABASE IF NOT EXISTS {db}{on}"]
+    for name, columns, clauses in tables(catalog):
+        local = f"{name}_local" if cluster else name
+        body = ",\n    ".join(columns)
+        out.append(f"CREATE TABLE IF NOT EXISTS {db}.{local}{on}\n(\n    {body}\n)\n"
+                   f"ENGINE = {_engine(local, bool(cluster))}\n{clauses}")
+        if cluster:
+            out.append(f"CREATE TABLE IF NOT EXISTS {db}.{name}{on} AS {db}.{local}\n"
+                       f"ENGINE = Distributed({cluster}, {db}, {local}, rand())")
+    return out
+
+
+def users_xml(catalog: Catalog) -> str:
+    """Users for Grafana (read-only) and the OTel Collector; passwords from the server's environment."""
+    db = catalog.storage.clickhouse_database
+    return f"""<clickhouse>
+    <profiles>
+        <grafana_readonly>
+            <readonly>2</readonly>
+            <max_execution_time>30</max_execution_time>
+        </grafana_readonly>
+    </profiles>
+    <users>
+        <grafana_ro>
+            <password from_env="CLICKHOUSE_GRAFANA_PASSWORD"/>
+            <profile>grafana_readonly</profile>
+            <networks><ip>::/0</ip></networks>
+            <allow_databases><database>{db}</database></allow_databases>
+        </grafana_ro>
+        <otel_writer>
+            <password from_env="CLICKHOUSE_OTEL_PASSWORD"/>
+            <profile>default</profile>
+            <networks><ip>::/0</ip></networks>
+            <allow_databases><database>{db}</database></allow_databases>
+        </otel_writer>
+    </users>
+</clickhouse>
+"""
