@@ -1,0 +1,33 @@
+"""Small helpers shared by tests: free ports, waiting for HTTP, a catalog with other ports."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
+
+
+def with_local_ports(catalog, **ports):
+    """The catalog with the local profile's ports replaced (e.g. webhook_sink_port=...)."""
+    local = catalog.profiles["local"].model_copy(update=ports)
+    return catalog.model_copy(update={"profiles": {**catalog.profiles, "local": local}})

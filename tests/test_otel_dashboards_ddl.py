@@ -1,0 +1,133 @@
+"""OTel Collector pipelines, Grafana dashboards and ClickHouse DDL: each checked against what
+the real tool accepts (contrib component list, promtool's PromQL parser, chDB)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import clickhouse_connect
+import pytest
+import yaml
+
+from dashboards import grafana
+from dashboards.panels import CLICKHOUSE, PROMETHEUS, panel_queries
+from infra import clickhouse, compose, otel, prometheus
+from tests.test_prometheus import known_series, referenced_names
+from vigia import conventions as names
+from vigia.render import PROFILES
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_otel_pipelines_reference_only_defined_contrib_components(catalog, profile):
+    config = otel.config(catalog, profile)
+    for kind in ("receivers", "processors", "exporters", "extensions"):
+        for name in config[kind]:
+            assert name.split("/")[0] in otel.CONTRIB_COMPONENTS[kind], f"{kind}.{name} is not a known contrib component"
+    for pipeline in config["service"]["pipelines"].values():
+        for kind in ("receivers", "processors", "exporters"):
+            for name in pipeline[kind]:
+                assert name in config[kind], f"pipeline refers to undefined {kind}.{name}"
+        assert pipeline["processors"][0] == "memory_limiter" and pipeline["processors"][-1] == "batch"
+    assert set(config["service"]["extensions"]) <= set(config["extensions"])
+
+
+def test_otel_logs_keep_exactly_the_catalog_fields_and_no_body(catalog):
+    statements = otel.config(catalog, "prod")["processors"]["transform/server_blind"]["log_statements"][0]["statements"]
+    kept = re.findall(r'"([^"]+)"', statements[0])
+    assert statements[0].startswith("keep_keys(attributes,")
+    assert kept == list(catalog.logs.fields)
+    assert 'set(body, "")' in statements
+    assert "${env:CLICKHOUSE_OTEL_PASSWORD}" in json.dumps(otel.config(catalog, "prod"))
+
+
+@pytest.fixture(scope="module")
+def dashboards_prod(catalog):
+    return grafana.render(catalog, "prod")
+
+
+def test_the_four_dashboards_have_stable_uids_and_unique_panel_ids(dashboards_prod):
+    for stem, uid, title in names.DASHBOARDS:
+        dash = dashboards_prod[f"{names.GRAFANA_DASHBOARDS_DIR}/{stem}.json"]
+        assert dash["uid"] == uid and title in dash["title"]
+        ids = [p["id"] for p in dash["panels"]]
+        assert len(ids) == len(set(ids)) and len(ids) >= 5
+
+
+def test_every_dashboard_query_is_valid_promql_on_catalog_names(tmp_path, catalog):
+    queries = [q for q in panel_queries(catalog) if q[2] == PROMETHEUS]
+    rules = {"groups": [{"name": "dashboard-queries", "rules": [
+        {"record": f"dashboard:query_{i}", "expr": q[3]} for i, q in enumerate(queries)]}]}
+    path = tmp_path / "queries.yml"
+    path.write_text(yaml.safe_dump(rules))
+    proc = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    known = known_series(catalog, prometheus.render(catalog, "prod"))
+    for uid, title, _, expr in queries:
+        assert not referenced_names(expr) - known, f"{uid} / {title}: {referenced_names(expr) - known}"
+
+
+def test_clickhouse_panels_read_only_catalog_log_fields(catalog):
+    allowed = set(catalog.logs.fields) | {"time", "requests", "cost_calls"}
+    for uid, title, kind, sql in panel_queries(catalog):
+        if kind != CLICKHOUSE:
+            continue
+        select = sql.split("FROM")[0].removeprefix("SELECT")
+        columns = {c.strip().split(" AS ")[-1] for c in select.split(",")}
+        used = set(re.findall(r"\b([a-z_]+)\b", " ".join(columns))) - {"count", "sum", "__timeinterval"}
+        assert used <= allowed | {"__timeInterval"}, f"{title}: {used - allowed}"
+
+
+def test_datasources_carry_no_literal_password(dashboards_prod):
+    text = yaml.safe_dump(dashboards_prod[names.GRAFANA_DATASOURCES])
+    assert "$CLICKHOUSE_GRAFANA_PASSWORD" in text
+    assert re.findall(r"password: (\S+)", text) == ["$CLICKHOUSE_GRAFANA_PASSWORD"]
+
+
+def test_the_ddl_runs_in_chdb_and_accepts_a_log_line(tmp_path, catalog):
+    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'ch'}")
+    for statement in clickhouse.statements(catalog, "prod"):
+        client.command(statement)
+    db = catalog.storage.clickhouse_database
+    tables = {row[0] for row in client.query(f"SHOW TABLES FROM {db}").result_rows}
+    assert tables == {names.LOGS_TABLE, names.TRAILS_TABLE, names.QUARANTINE_TABLE, names.LEDGER_TABLE,
+                      names.GOLD_HOURLY_TABLE}
+    line = {"ts": "2026-11-22T13:45:01.123Z", "component": "gateway", "route": "/v1/items", "ok": True,
+            "code": 200, "latency_ms": 12}
+    client.raw_insert(f"{db}.{names.LOGS_TABLE}", insert_block=json.dumps(line).encode(), fmt="JSONEachRow")
+    row = client.query(f"SELECT component, route, code, latency_ms, tenant, toYYYYMMDD(ts) FROM {db}.{names.LOGS_TABLE}").result_rows
+    assert row == [("gateway", "/v1/items", 200, 12, "", 20261122)]
+    partitions = client.query(f"SELECT engine_full FROM system.tables WHERE database = '{db}' AND name = 'logs'").result_rows
+    assert "TTL" in partitions[0][0] and f"{catalog.retention.logs_days}" in partitions[0][0]
+
+
+def test_the_cluster_ddl_is_replicated_and_distributed_on_cluster(tmp_path, catalog):
+    statements = clickhouse.statements(catalog, "cluster")
+    cluster = catalog.profiles["cluster"].clickhouse_cluster
+    assert all(f"ON CLUSTER {cluster}" in s for s in statements)
+    local = [s for s in statements if "_local ON CLUSTER" in s and "ENGINE = Replicated" in s]
+    distributed = [s for s in statements if "Distributed(" in s]
+    assert len(local) == len(distributed) == len(clickhouse.tables(catalog))
+    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'ch'}")
+    for statement in statements:  # the server's own parser accepts every statement
+        assert client.query("SELECT formatQuery(%(q)s)", parameters={"q": statement}).result_rows
+
+
+def test_users_xml_reads_passwords_from_the_environment(catalog):
+    xml = clickhouse.users_xml(catalog)
+    assert '<password from_env="CLICKHOUSE_GRAFANA_PASSWORD"/>' in xml
+    assert "<readonly>2</readonly>" in xml
+    assert not re.search(r"<password>[^<]+</password>", xml)
+
+
+def test_compose_pins_every_image_and_holds_no_secret(catalog):
+    rendered = compose.compose(catalog, "prod", root=".")
+    for name, service in rendered["services"].items():
+        image = service["image"]
+        assert ":" in image and not image.endswith(":latest"), f"{name}: {image}"
+    text = json.dumps(rendered)
+    for var, _, _ in compose.ENV_VARS:
+        if "PASSWORD" in var or "TOKEN" in var:
+            assert f"${{{var}:?" in text
+    assert "generate-me" not in text
