@@ -1,0 +1,90 @@
+"""`instrument(app, obs)`: the middleware plus the debug endpoints of seed 004 §5.1.
+
+/_health (live, ready, per-dependency checks), /_metrics (Prometheus text), /_trace/{trace_id}
+(request metadata only), /_reload?stage=next (admin token, writes an `ops.reload` trail),
+/_flags (GET; POST with the admin token changes runtime flags). On startup a task flushes the
+log buffer every second; on shutdown the logs and trails are closed (fsynced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from collectors import context
+from collectors.asgi import VigiaMiddleware
+from collectors.errortoken import ApiError
+
+ADMIN_HEADER = "x-admin-token"
+
+
+def instrument(app: FastAPI, obs, admin_token: str | None = None) -> FastAPI:
+    def require_admin(request: Request) -> None:
+        given = request.headers.get(ADMIN_HEADER, "")
+        if not admin_token or not hmac.compare_digest(given.encode(), admin_token.encode()):
+            raise ApiError("UNAUTHORIZED")
+
+    async def health() -> Response:
+        report = obs.health.report()
+        return JSONResponse(report, status_code=200 if report["ready"] else 503)
+
+    async def metrics() -> Response:
+        return Response(generate_latest(obs.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def trace(trace_id: str) -> Response:
+        found = obs.trace(trace_id)
+        if found is None:
+            raise ApiError("NOT_FOUND")
+        return JSONResponse(found)
+
+    async def reload(request: Request, stage: str = "next") -> Response:
+        require_admin(request)
+        if stage != "next":
+            raise ApiError("INVALID_ARGUMENT")
+        for hook in obs.reload_hooks:
+            hook(stage)
+        ctx = context.current()
+        obs.trails.append("ops.reload", scope=obs.component, actor="admin",
+                          refs=[ctx.correlation_id] if ctx else [], data={"stage": stage})
+        return JSONResponse({"reloaded": True, "stage": stage})
+
+    async def get_flags() -> Response:
+        return JSONResponse(obs.flags.as_dict())
+
+    async def set_flags(request: Request) -> Response:
+        require_admin(request)
+        try:
+            obs.flags.update(**(await request.json()))
+        except (ValueError, TypeError):
+            raise ApiError("INVALID_ARGUMENT") from None
+        return JSONResponse(obs.flags.as_dict())
+
+    async def flush_every_second() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            obs.logger.flush()
+
+    tasks: list[asyncio.Task] = []
+
+    async def start() -> None:
+        tasks.append(asyncio.create_task(flush_every_second()))
+
+    async def stop() -> None:
+        for task in tasks:
+            task.cancel()
+        obs.close()
+
+    app.router.on_startup.append(start)
+    app.router.on_shutdown.append(stop)
+    app.add_api_route("/_health", health, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/_metrics", metrics, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/_trace/{trace_id}", trace, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/_reload", reload, methods=["POST"], include_in_schema=False)
+    app.add_api_route("/_flags", get_flags, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/_flags", set_flags, methods=["POST"], include_in_schema=False)
+    app.add_middleware(VigiaMiddleware, obs=obs)
+    return app

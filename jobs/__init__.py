@@ -1,0 +1,1 @@
+"""Rollup jobs: ship logs and trails to object storage and ClickHouse, verifiably."""

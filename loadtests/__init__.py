@@ -1,0 +1,1 @@
+"""The embedded stack and the proofs: Locust scenarios, prover, privacy scan, report."""

@@ -1,0 +1,1 @@
+"""The reference services the stack observes: gateway, policy, core, office."""
