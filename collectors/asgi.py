@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import sys
 import time
+import traceback
 
 from collectors import context
 from collectors.errortoken import ApiError
@@ -31,6 +33,13 @@ def parse_traceparent(value: str) -> str:
         except ValueError:
             return ""
     return ""
+
+
+def report_unhandled(exc: BaseException, correlation: str) -> None:
+    """One stderr line for the operator: type and where, never the message (it may hold data)."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f"{frame.filename}:{frame.lineno} in {frame.name}" if frame else "?"
+    print(f"vigia: unhandled {type(exc).__name__} at {where} (correlation_id={correlation})", file=sys.stderr)
 
 
 class VigiaMiddleware:
@@ -112,7 +121,8 @@ class VigiaMiddleware:
         except ApiError as error:
             state["err"] = error.token
             await self._error(scope, send_wrapper, state, error, correlation)
-        except Exception:  # noqa: BLE001 - never a stack trace to the client
+        except Exception as exc:  # noqa: BLE001 - never a stack trace to the client
+            report_unhandled(exc, correlation)
             state["err"] = "INTERNAL"
             await self._error(scope, send_wrapper, state, ApiError("INTERNAL"), correlation)
         finally:

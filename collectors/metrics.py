@@ -52,6 +52,8 @@ class Metrics:
 
     def labels(self, name: str, **labels: str):
         """The labelled child, each value clamped to the catalog's closed set."""
+        if not labels:  # an unlabelled metric is its own child
+            return self._metrics[name]
         allowed = self._allowed.get(name)
         if allowed is None:  # the library's own metrics
             return self._metrics[name].labels(**labels)

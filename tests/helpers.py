@@ -14,10 +14,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float = 30.0) -> None:
+def wait_http(url: str, timeout: float = 30.0, process=None) -> None:
+    """Wait until `url` answers; fail at once if `process` (a Popen) has exited."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the process behind {url} exited with {process.returncode}")
         try:
             if httpx.get(url, timeout=1.0).status_code < 500:
                 return

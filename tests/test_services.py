@@ -1,0 +1,203 @@
+"""The four reference services as real processes: routing through the gateway, JWT checks,
+backpressure and rate limits with exact retry_after_ms, WebSocket replay, JWKS failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from services.buckets import TokenBucket
+from tests.helpers import free_port, wait_http
+
+ADMIN = "test-admin-token"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    data = tmp_path_factory.mktemp("stack")
+    ports = {name: free_port() for name in ("policy", "core", "office", "gateway", "sink")}
+    url = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    env = dict(os.environ, VIGIA_ADMIN_TOKEN=ADMIN)
+    cli = [sys.executable, "-c", "from vigia.cli import run; run()"]
+    peers = [f"--peer={n}={url[n]}" for n in ("policy", "core", "office")]
+    procs = [subprocess.Popen(cli + ["sink", "--port", str(ports["sink"]), "--out", str(data / "sink")], env=env)]
+    for name in ("policy", "core", "office", "gateway"):
+        extra = ["--jwks-refresh-s", "0.5", "--webhook-base", f"{url['sink']}/webhooks"] if name == "gateway" else []
+        procs.append(subprocess.Popen(cli + ["serve", name, "--port", str(ports[name]), "--data-dir", str(data / "spool"),
+                                             *peers, *extra], env=env))
+    try:
+        for name, proc in zip(("sink", "policy", "core", "office", "gateway"), procs):
+            wait_http(f"{url[name]}/_health", timeout=60, process=proc)
+        token = httpx.post(f"{url['policy']}/v1/tokens", json={"tenant": "acme"}, headers={"x-admin-token": ADMIN}).json()["token"]
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{url['gateway']}/_health").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        yield {"url": url, "token": token, "data": data}
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=10)
+
+
+def auth(stack, tenant_token=None):
+    return {"authorization": f"Bearer {tenant_token or stack['token']}"}
+
+
+def set_flags(url: str, **flags) -> None:
+    httpx.post(f"{url}/_flags", json=flags, headers={"x-admin-token": ADMIN}).raise_for_status()
+
+
+def metric(url: str, name: str, **labels) -> float:
+    text = httpx.get(f"{url}/_metrics").text
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            series, value = line.rsplit(" ", 1)
+            got = ",".join(sorted(series[len(name):].strip("{}").split(","))) if "{" in series else ""
+            if all(part in got.split(",") for part in want.split(",") if part):
+                total += float(value)
+    return total
+
+
+def test_requests_flow_through_the_gateway_to_core_and_office(stack):
+    gw = stack["url"]["gateway"]
+    created = httpx.post(f"{gw}/v1/items", json={"kind": "doc", "size": 10}, headers=auth(stack))
+    assert created.status_code == 201, created.text
+    item = httpx.get(f"{gw}/v1/items/{created.json()['id']}", headers=auth(stack) | {"x-correlation-id": "flow-1"})
+    assert item.json()["kind"] == "doc" and item.headers["x-correlation-id"] == "flow-1"
+    tool = httpx.post(f"{gw}/v1/tools/search_docs", json={"items": 3}, headers=auth(stack))
+    assert tool.status_code == 200 and tool.json()["tool"] == "search_docs"
+    assert metric(stack["url"]["core"], "core_db_query_seconds_count", op="insert") >= 1
+    assert metric(stack["url"]["office"], "office_mcp_call_total", tool="search_docs", ok="true") >= 1
+    assert httpx.post(f"{gw}/v1/webhooks", json={"dest": "crm"}, headers=auth(stack)).status_code == 202
+    assert metric(gw, "webhook_delivery_total", dest="crm", ok="true") == 1
+    presigned = httpx.post(f"{gw}/v1/media/presign", json={"bytes": 2048}, headers=auth(stack)).json()
+    assert "X-Amz-Signature" in presigned["url"]
+
+
+@pytest.mark.parametrize("header", [
+    pytest.param({}, id="a request without a token is unauthorized"),
+    pytest.param({"authorization": "Bearer not.a.jwt"}, id="a malformed token is unauthorized"),
+    pytest.param({"authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.eyJ0ZW5hbnQiOiJhY21lIn0.c2ln"}, id="a token signed with another key is unauthorized"),
+])
+def test_the_gateway_refuses_bad_tokens(stack, header):
+    r = httpx.get(f"{stack['url']['gateway']}/v1/items", headers=header)
+    assert r.status_code == 401 and r.json()["error"]["token"] == "UNAUTHORIZED"
+
+
+def test_induced_backpressure_answers_with_a_retry_after_ms_correct_to_the_refill(stack):
+    policy, gw = stack["url"]["policy"], stack["url"]["gateway"]
+    set_flags(policy, quota_override=2.0)  # 2 tokens/s, burst 2
+    try:
+        answers = [httpx.post(f"{gw}/v1/tools/create_task", json={}, headers=auth(stack)) for _ in range(8)]
+        refused = [a for a in answers if a.status_code == 503]
+        assert refused, [a.status_code for a in answers]
+        error = refused[0].json()["error"]
+        assert error["token"] == "BACKPRESSURE"
+        # One token at 2 tokens/s is at most 500 ms away.
+        assert 0 < error["retry_after_ms"] <= 500
+        assert int(refused[0].headers["retry-after"]) == 1
+        assert metric(gw, "gateway_backpressure_total", session_type="mcp") >= len(refused)
+        assert metric(policy, "policy_eval_total", decision="backpressure") >= len(refused)
+        assert metric(stack["url"]["office"], "office_mcp_call_total", ok="false", err="BACKPRESSURE") == 0
+    finally:
+        set_flags(policy, quota_override=None)
+
+
+def test_policy_rate_limits_a_tenant_with_the_time_until_its_bucket_refills(stack):
+    policy = stack["url"]["policy"]
+    answers = [httpx.post(f"{policy}/v1/eval", json={"tenant": "globex", "bucket": "write", "cost": 10}).json()
+               for _ in range(10)]
+    limited = [a for a in answers if a["decision"] == "rate_limit"]
+    assert limited
+    # write: 40 tokens/s: 10 tokens are at most 250 ms away.
+    assert all(0 < a["retry_after_ms"] <= 250 for a in limited)
+    assert httpx.post(f"{policy}/v1/eval", json={"tenant": "mallory", "bucket": "read"}).json()["decision"] == "deny"
+
+
+def test_token_bucket_retry_after_is_exact():
+    now = [0.0]
+    bucket = TokenBucket(rate=4.0, burst=2.0, clock=lambda: now[0])
+    assert bucket.take() == 0 and bucket.take() == 0
+    assert bucket.take() == 250
+    now[0] = 0.1
+    assert bucket.take() == 150
+    now[0] = 0.25
+    assert bucket.take() == 0
+
+
+def test_a_reconnecting_websocket_client_receives_exactly_the_missed_events(stack):
+    office = stack["url"]["office"]
+    ws_url = office.replace("http", "ws") + "/v1/sessions/s-replay/events"
+
+    def publish(n: int) -> list[int]:
+        return [httpx.post(f"{office}/v1/tools/fetch_calendar", json={"session_id": "s-replay"},
+                           headers={"x-tenant": "acme"}).json()["event_id"] for _ in range(n)]
+
+    async def scenario():
+        async with websockets.connect(ws_url) as ws:
+            assert json.loads(await ws.recv())["type"] == "ready"
+            first = publish(5)
+            seen = [json.loads(await ws.recv())["id"] for _ in first]
+        assert seen == first
+        missed = publish(130)  # more than the buffer holds while the client is away
+        async with websockets.connect(f"{ws_url}?last_event_id={seen[-1]}") as ws:
+            replayed = [json.loads(await ws.recv()) for _ in range(100)]
+            ready = json.loads(await ws.recv())
+        return missed, replayed, ready
+
+    missed, replayed, ready = asyncio.run(scenario())
+    assert [e["id"] for e in replayed] == missed[-100:]
+    assert ready == {"type": "ready", "replayed": 100}
+    assert metric(office, "office_ws_replayed_events_total") >= 100
+    assert metric(office, "office_ws_reconnect_duration_seconds_count") >= 1
+
+
+def test_jwks_failure_injection_counts_consecutive_failures(stack):
+    gw = stack["url"]["gateway"]
+    set_flags(gw, jwks_fail=True)
+    try:
+        deadline = time.monotonic() + 10
+        while metric(gw, "gateway_jwks_refresh_consecutive_failures") < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert metric(gw, "gateway_jwks_refresh_consecutive_failures") >= 3
+        assert httpx.get(f"{gw}/_health").json()["checks"]["jwks"]["ok"] is False
+    finally:
+        set_flags(gw, jwks_fail=False)
+    deadline = time.monotonic() + 10
+    while metric(gw, "gateway_jwks_refresh_consecutive_failures") != 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert metric(gw, "gateway_jwks_refresh_consecutive_failures") == 0
+
+
+@pytest.mark.parametrize("name", ["gateway", "policy", "core", "office"])
+def test_every_metrics_page_passes_promtool_check_metrics(stack, name):
+    page = httpx.get(f"{stack['url'][name]}/_metrics").text
+    proc = subprocess.run(["promtool", "check", "metrics"], input=page, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_reload_is_audited_and_logs_hold_no_forbidden_fields(stack):
+    gw = stack["url"]["gateway"]
+    assert httpx.post(f"{gw}/_reload?stage=next", headers={"x-admin-token": ADMIN}).status_code == 200
+    time.sleep(1.5)  # the log buffer is flushed every second
+    spool = Path(stack["data"]) / "spool"
+    trails = "".join(p.read_text() for p in spool.rglob("audit/**/*.ndjson"))
+    assert '"kind":"ops.reload"' in trails
+    from vigia.catalog import load
+    catalog = load(Path(__file__).resolve().parent.parent / "stack.yaml")
+    for path in spool.rglob("logs/**/*.ndjson"):
+        for line in path.read_text().splitlines():
+            assert set(json.loads(line)) <= set(catalog.logs.fields)
+    assert ADMIN not in trails
