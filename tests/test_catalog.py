@@ -52,4 +52,5 @@ def test_the_cli_exits_2_with_one_line_per_problem(tmp_path, catalog_text):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith(f"{bad}:124: slos[5].threshold_seconds:")
+    line = catalog_text.splitlines().index("    threshold_seconds: 0.5") + 1
+    assert lines[0].startswith(f"{bad}:{line}: slos[5].threshold_seconds:")
