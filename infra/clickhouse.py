@@ -18,7 +18,7 @@ LOG_TYPES = {
     "route": "LowCardinality(String) DEFAULT ''",
     "id": "String DEFAULT '' CODEC(ZSTD(1))",
     "bool": "Nullable(Bool)",
-    "int": "Nullable(Int64) CODEC(T64, ZSTD(1))",
+    "int": "Nullable(Int64) CODEC(ZSTD(1))",
 }
 PROVENANCE = ["`_file` LowCardinality(String) DEFAULT ''", "`_line` UInt32 DEFAULT 0"]
 
