@@ -72,14 +72,22 @@ def register(app: typer.Typer) -> None:
         date_to: str = typer.Option(None, "--to", help="Last day (default: --date)."),
         clickhouse: str = typer.Option(None, help="Also compare line counts with this ClickHouse DSN."),
         record: str = typer.Option(None, help="Print an inclusion proof for this trail record id."),
+        bundle: Path = typer.Option(None, help="Verify an audit bundle from `vigia export-audit` offline."),
         catalog: Path = CatalogOption,
     ) -> None:
         """Check manifests, signatures, checksums, Merkle checkpoints and ClickHouse counts; exit 1 on any finding."""
         from jobs import verify as check
+        from jobs.export import verify_bundle
         from jobs.store import open_store
         from vigia.cli import load_catalog
 
         model = load_catalog(catalog)
+        if bundle is not None:
+            report, index = verify_bundle(bundle, model)
+            for finding in report.findings:
+                typer.echo(f"FAIL {finding}", err=True)
+            typer.echo(f"audit {index['from']}..{index['to']}: {report.valid['audit']}/{report.checked['audit']} valid")
+            raise typer.Exit(0 if report.ok else 1)
         target = open_store(store)
         if record:
             proof = check.inclusion(target, model, record)
@@ -94,6 +102,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{kind}: {report.valid[kind]}/{report.checked[kind]} valid")
         raise typer.Exit(0 if report.ok else 1)
 
+    register_more(app)
     try:
         from collectors.commands import bench_app
     except ImportError:
@@ -107,3 +116,43 @@ def register(app: typer.Typer) -> None:
         from jobs.bench import bench_rollup as run_bench
         from vigia.cli import load_catalog
         typer.echo(json.dumps(run_bench(load_catalog(catalog), megabytes, rows, progress=typer.echo), separators=(",", ":")))
+
+
+def register_more(app: typer.Typer) -> None:
+    """lifecycle, export-audit and release-private."""
+
+    @app.command()
+    def lifecycle(store: str = typer.Option("file://var/store"), today: str = typer.Option(None, help="Pretend today is this day."),
+                  catalog: Path = CatalogOption) -> None:
+        """Delete days past the catalog's retention from a local store (MinIO does it itself on S3)."""
+        from jobs import lifecycle as job
+        from jobs.store import open_store
+        from vigia.cli import load_catalog
+
+        when = date.fromisoformat(_day(today)) if today else datetime.now(timezone.utc).date()
+        removed = job.enforce(open_store(store), load_catalog(catalog), when)
+        typer.echo(json.dumps({"lifecycle": {"deleted": len(removed)}}))
+
+    @app.command("export-audit")
+    def export_audit(store: str = typer.Option("file://var/store"), date_from: str = typer.Option(..., "--from"),
+                     date_to: str = typer.Option(..., "--to"), out: Path = typer.Option(Path("audit-bundle.tar.gz")),
+                     catalog: Path = CatalogOption) -> None:
+        """A .tar.gz of trails, manifests, checkpoints and public keys for an external auditor."""
+        from jobs.export import bundle
+        from jobs.store import open_store
+        from vigia.cli import load_catalog
+
+        data = bundle(open_store(store), load_catalog(catalog), _day(date_from), _day(date_to))
+        out.write_bytes(data)
+        typer.echo(f"wrote {out} ({len(data):,} bytes); verify with: vigia verify --bundle {out}")
+
+    @app.command("release-private")
+    def release_private(day: str = typer.Option(..., help="Day to publish."), store: str = typer.Option("file://var/store"),
+                        clickhouse: str = typer.Option("chdb://var/clickhouse"), catalog: Path = CatalogOption) -> None:
+        """Publish k-anonymous, discrete-Laplace-noised hourly aggregates as Parquet; record the budget."""
+        from jobs.privacy import publish
+        from jobs.store import open_store
+        from vigia.cli import load_catalog
+
+        budget = publish(open_store(store), _client(clickhouse), load_catalog(catalog), _day(day))
+        typer.echo(json.dumps({"release": budget}, separators=(",", ":")))

@@ -1,0 +1,108 @@
+"""Gold hourly rows, the privacy release, retention, and the auditor's bundle."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tarfile
+from datetime import date, timedelta
+from fractions import Fraction
+from pathlib import Path
+
+import clickhouse_connect
+import pyarrow.parquet as pq
+import pytest
+
+from jobs import lifecycle, privacy
+from jobs.store import LocalStore
+from jobs.verify import verify
+from tests.spool import write_spool
+from tests.test_rollup import D1, D2, cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    from vigia.catalog import load
+    catalog = load(ROOT / "stack.yaml")
+    tmp = tmp_path_factory.mktemp("jobs")
+    write_spool(catalog, tmp / "spool", [2, 1], per_day=70)
+    dsn = f"chdb://{tmp / 'ch'}"
+    result = cli("rollup", "--spool", str(tmp / "spool"), "--store", f"file://{tmp / 'store'}", "--clickhouse", dsn,
+                 "--key-file", str(tmp / "key"))
+    assert result.returncode == 0, result.stderr
+    return {"store": LocalStore(tmp / "store"), "dsn": dsn, "tmp": tmp}
+
+
+def test_gold_hourly_rows_match_the_silver_logs(shipped):
+    client = clickhouse_connect.get_client(dsn=shipped["dsn"])
+    gold = client.query("SELECT sum(requests), sum(errors), max(p99_ms) FROM vigia.logs_hourly WHERE toDate(hour) = %(d)s",
+                        parameters={"d": D1}).result_rows[0]
+    # write_spool: 70 requests, every 10th a 500 (7 errors), latencies 5..44 ms.
+    assert gold[0] == 70 and gold[1] == 7 and 40 <= gold[2] <= 44
+
+
+def test_the_private_release_suppresses_small_groups_and_records_its_budget(catalog, shipped):
+    client = clickhouse_connect.get_client(dsn=shipped["dsn"])
+    budget = privacy.publish(shipped["store"], client, catalog, D1)
+    assert budget["k"] == catalog.privacy.k_anonymity and budget["epsilon_total"] == catalog.privacy.epsilon
+    assert budget["groups_published"] >= 1
+    [key] = [k for k in shipped["store"].list("gold/private/") if k.endswith(".parquet")]
+    table = pq.read_table(shipped["tmp"] / "store" / key).to_pylist()
+    assert all(isinstance(r["requests"], int) for r in table)
+    # seven distinct sessions in one hour -> published (k=5); a group of fewer ids is suppressed:
+    client.command("INSERT INTO vigia.logs (ts, component, route, session_id) VALUES "
+                   f"('{D1} 05:00:00', 'core', '/v1/items', 'a'), ('{D1} 05:01:00', 'core', '/v1/items', 'b')")
+    again = privacy.publish(shipped["store"], client, catalog, D1)
+    assert again["groups_suppressed"] >= 1
+    ledger = shipped["store"].get("gold/private/budget.ndjson").decode().splitlines()
+    assert [json.loads(line)["release"] for line in ledger] == [budget["release"], again["release"]]
+
+
+def test_discrete_laplace_noise_is_integer_centered_with_the_right_variance():
+    scale = Fraction(4)
+    draws = [privacy.discrete_laplace(scale) for _ in range(20000)]
+    q = math.exp(-1 / 4)
+    variance = 2 * q / (1 - q) ** 2
+    assert all(isinstance(x, int) for x in draws)
+    assert abs(statistics.mean(draws)) < 5 * math.sqrt(variance / len(draws))
+    assert abs(statistics.pvariance(draws) - variance) < 0.1 * variance
+
+
+def test_the_audit_bundle_verifies_offline_and_a_tampered_one_does_not(shipped, tmp_path):
+    out = tmp_path / "bundle.tar.gz"
+    made = cli("export-audit", "--store", f"file://{shipped['store'].root}", "--from", D2, "--to", D2, "--out", str(out))
+    assert made.returncode == 0, made.stderr
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+    assert "bundle.json" in names and any(n.startswith("keys/rollup-") for n in names)
+    assert not any(n.endswith(".zst") and D1.replace("-", "/") in n for n in names)
+    ok = cli("verify", "--bundle", str(out))
+    assert ok.returncode == 0 and "1/1 valid" in ok.stdout, ok.stderr
+    tampered = tmp_path / "tampered.tar.gz"
+    with tarfile.open(out) as src, tarfile.open(tampered, "w:gz") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read()
+            if member.name.endswith(".zst"):
+                data = data[:-1] + bytes([data[-1] ^ 1])
+            member.size = len(data)
+            import io
+            dst.addfile(member, io.BytesIO(data))
+    bad = cli("verify", "--bundle", str(tampered))
+    assert bad.returncode == 1 and "modified" in bad.stderr
+
+
+def test_lifecycle_expires_old_days_and_the_remaining_chain_still_verifies(catalog, shipped, tmp_path):
+    import shutil
+    copy = LocalStore(tmp_path / "store")
+    shutil.copytree(shipped["store"].root, copy.root)
+    pretend_today = date.fromisoformat(D2) + timedelta(days=catalog.retention.logs_days)
+    removed = lifecycle.enforce(copy, catalog, pretend_today)
+    assert removed and all(f"/{D1.replace('-', '/')}/" in k for k in removed if k.startswith("logs/"))
+    assert copy.list(f"logs/{D2.replace('-', '/')}/")
+    report = verify(copy, catalog, D2, D2, today=pretend_today)
+    assert report.ok, report.findings
