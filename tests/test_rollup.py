@@ -229,3 +229,52 @@ def test_sha256sums_lets_sha256sum_check_a_downloaded_day_offline(shipped):
     folder = shipped.root / "logs" / D1.replace("-", "/")
     proc = subprocess.run(["sha256sum", "-c", mf.SUMS], cwd=folder, capture_output=True, text=True)
     assert proc.returncode == 0 and "OK" in proc.stdout
+
+
+class FlakyStore:
+    """The real local store, failing its Nth put like an S3 outage would."""
+
+    def __init__(self, store, fail_at: int):
+        self.store, self.fail_at, self.puts = store, fail_at, 0
+
+    def put(self, key, data):
+        self.puts += 1
+        if self.puts == self.fail_at:
+            raise StoreError(f"{key}: injected S3 failure")
+        self.store.put(key, data)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+@pytest.mark.parametrize("fail_at", [2, 4, 7], ids=lambda n: f"an S3 error on put {n} then a rerun loads everything once")
+def test_s3_errors_mid_run_then_a_rerun_is_exactly_once(catalog, tmp_path, fail_at):
+    write_spool(catalog, tmp_path / "spool", [2, 1], per_day=20)
+    store = LocalStore(tmp_path / "store")
+    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'ch'}")
+    key = mf.load_or_create_key(tmp_path / "key")
+    with pytest.raises(StoreError):
+        rollup.run(catalog, tmp_path / "spool", FlakyStore(store, fail_at), client, key)
+    rollup.run(catalog, tmp_path / "spool", store, client, key)
+    assert client.query("SELECT count(), uniqExact(_file, _line) FROM vigia.logs").result_rows[0] == (40, 40)
+    assert verify(store, catalog, D1, D2, client).ok
+
+
+def test_a_clickhouse_error_mid_load_then_a_rerun_is_exactly_once(catalog, tmp_path, monkeypatch):
+    write_spool(catalog, tmp_path / "spool", [2, 1], per_day=20)
+    store = LocalStore(tmp_path / "store")
+    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'ch'}")
+    key = mf.load_or_create_key(tmp_path / "key")
+
+    def failing(step):
+        if step == "clickhouse-replaced":
+            client.command("DROP TABLE vigia.logs_staging")  # the engine itself fails the next statements
+            raise RuntimeError("injected ClickHouse failure")
+
+    monkeypatch.setattr(rollup, "fault", failing)
+    with pytest.raises(RuntimeError):
+        rollup.run(catalog, tmp_path / "spool", store, client, key)
+    monkeypatch.setattr(rollup, "fault", lambda step: None)
+    rollup.run(catalog, tmp_path / "spool", store, client, key)
+    assert client.query("SELECT count(), uniqExact(_file, _line) FROM vigia.logs").result_rows[0] == (40, 40)
+    assert client.query("SELECT count() FROM vigia.trails").result_rows[0][0] == 40
