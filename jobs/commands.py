@@ -33,15 +33,24 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def rollup(
         spool: Path = typer.Option(Path("var/spool"), help="Folder the services write logs/ and audit/ under."),
-        store: str = typer.Option("file://var/store", help="file:///path or s3://bucket[/prefix]."),
+        store: str = typer.Option("file://var/store", help="file:///path or s3://bucket/optional-prefix."),
         clickhouse: str = typer.Option("chdb://var/clickhouse", help="clickhouse-connect DSN (chdb:///path or http://...)."),
         compression: str = typer.Option("zstd", help="zstd or gzip."),
         key_file: Path = typer.Option(Path(os.environ.get("VIGIA_ROLLUP_KEY_FILE", "var/keys/rollup.key")),
                                       help="Ed25519 key that signs manifests (created on first use, 0600)."),
         include_today: bool = typer.Option(False, help="Also ship today's files (only when their writers are stopped)."),
+        every: int = typer.Option(0, help="Run again every N seconds (0: once)."),
         catalog: Path = CatalogOption,
     ) -> None:
         """Ship closed NDJSON logs and trails to the object store and ClickHouse, verifiably."""
+        import time
+
+        while every:
+            _rollup_once(spool, store, clickhouse, compression, key_file, include_today, catalog)
+            time.sleep(every)
+        _rollup_once(spool, store, clickhouse, compression, key_file, include_today, catalog)
+
+    def _rollup_once(spool, store, clickhouse, compression, key_file, include_today, catalog) -> None:
         from jobs import manifest, rollup as job
         from jobs.store import open_store
         from vigia.cli import load_catalog
