@@ -62,7 +62,8 @@ def _domain_errors(catalog: Catalog) -> Panel:
     queries = []
     for c in catalog.components:
         rule = _rate(catalog.http_metric(c.name, "requests").name)
-        queries.append(Query(f'sum({rule}{{code=~"5.."}}) / sum({rule})', c.name))
+        # `or vector(0)`: a domain without a single 5xx shows 0 %, not "No data".
+        queries.append(Query(f'(sum({rule}{{code=~"5.."}}) or vector(0)) / sum({rule})', c.name))
     return Panel("Error % by domain (5xx)", tuple(queries), unit="percentunit", thresholds=(0.003,))
 
 

@@ -14,6 +14,8 @@ DataOption = typer.Option(Path("var/stack"), "--data", help="Folder holding the 
 
 
 def register(app: typer.Typer) -> None:
+    register_prove(app)
+
     @app.command()
     def up(data: Path = DataOption, catalog: Path = CatalogOption,
            rollup_every: int = typer.Option(3600, help="Seconds between rollup runs.")) -> None:
@@ -64,3 +66,28 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"FAIL {finding}", err=True)
         typer.echo(json.dumps({"scan": {k: v for k, v in result.items() if k != "findings"} | {"findings": len(result["findings"])}}))
         raise typer.Exit(1 if result["findings"] else 0)
+
+
+def register_prove(app: typer.Typer) -> None:
+    @app.command()
+    def prove(data: Path = DataOption, catalog: Path = CatalogOption,
+              rate: float = typer.Option(5000, help="Steady load, requests per minute."),
+              duration: int = typer.Option(120, help="Seconds of steady load."),
+              fault_seconds: int = typer.Option(240, help="Longest wait for the induced alerts."),
+              quick: bool = typer.Option(False, help="A bounded run for CI: 60 s steady, faults up to 200 s."),
+              report: Path = typer.Option(Path("reports/latest"), help="Folder for report.json, report.md and PNGs.")) -> None:
+        """Prove seed 004's definition of done against the running embedded stack."""
+        from loadtests import prove as job
+        from loadtests.stack import StackError
+        from vigia.cli import load_catalog
+
+        if quick:
+            duration, fault_seconds = 60, 200
+        try:
+            checks = job.prove(load_catalog(catalog), catalog, data, rate, duration, fault_seconds, report, echo=typer.echo)
+        except StackError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        for check in checks:
+            typer.echo(f"{'PASS' if check.passed else 'FAIL'} {check.name}")
+        typer.echo(f"report: {report / 'report.md'}")
+        raise typer.Exit(0 if all(c.passed for c in checks) else 1)

@@ -78,7 +78,7 @@ def parts(catalog: Catalog, catalog_path: Path, data: Path, rollup_every: int = 
     return out
 
 
-def _pid(data: Path, part: Part) -> int | None:
+def pid_of(data: Path, part: Part) -> int | None:
     """The part's pid if its pidfile names a live process running this part's command."""
     path = data / "run" / f"{part.name}.pid"
     try:
@@ -111,7 +111,7 @@ def up(catalog: Catalog, catalog_path: Path, data: Path, timeout: float = 60.0, 
     started = []
     all_parts = parts(catalog, catalog_path.resolve(), data, rollup_every)
     for part in all_parts:
-        if _pid(data, part):
+        if pid_of(data, part):
             echo(f"{part.name}: already running")
             continue
         if part.cmd[0] in ("prometheus", "prometheus-alertmanager") and shutil.which(part.cmd[0]) is None:
@@ -136,11 +136,14 @@ def up(catalog: Catalog, catalog_path: Path, data: Path, timeout: float = 60.0, 
     return all_parts
 
 
-def down(catalog: Catalog, catalog_path: Path, data: Path, echo=print) -> int:
+def down(catalog: Catalog, catalog_path: Path, data: Path, echo=print, only: str | None = None) -> int:
+    """Stop every part `up` started (or only the one named), by pidfile, never anything else."""
     data = data.resolve()
     stopped = 0
     for part in reversed(parts(catalog, catalog_path.resolve(), data)):
-        pid = _pid(data, part)
+        if only and part.name != only:
+            continue
+        pid = pid_of(data, part)
         if pid is None:
             (data / "run" / f"{part.name}.pid").unlink(missing_ok=True)
             continue
@@ -173,7 +176,7 @@ def status(catalog: Catalog, catalog_path: Path, data: Path) -> list[dict]:
     data = data.resolve()
     rows = []
     for part in parts(catalog, catalog_path.resolve(), data):
-        pid = _pid(data, part)
+        pid = pid_of(data, part)
         rows.append({"part": part.name, "pid": pid, "url": part.url if part.port else "",
                      "health": ("ok" if _healthy(part) else "not ready") if pid else "stopped"})
     return rows

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import httpx
 
@@ -34,3 +35,18 @@ def with_local_ports(catalog, **ports):
     """The catalog with the local profile's ports replaced (e.g. webhook_sink_port=...)."""
     local = catalog.profiles["local"].model_copy(update=ports)
     return catalog.model_copy(update={"profiles": {**catalog.profiles, "local": local}})
+
+
+def catalog_on_free_ports(source: Path, target: Path) -> Path:
+    """A copy of the catalog whose services and local-profile daemons listen on free ports."""
+    import re
+
+    text = source.read_text()
+    for port in ("8081", "8082", "8083", "8084"):
+        text = text.replace(f"port: {port}\n", f"port: {free_port()}\n", 1)
+    local = text.index("  local:\n")
+    head, tail = text[:local], text[local:]
+    for key in ("prometheus_port", "alertmanager_port", "webhook_sink_port"):
+        tail = re.sub(rf"{key}: \d+", f"{key}: {free_port()}", tail, count=1)
+    target.write_text(head + tail)
+    return target
