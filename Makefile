@@ -1,11 +1,11 @@
-# vigia: `make run` renders, checks and (later) runs the embedded stack; `make test` runs the tests.
+# vigia: `make run` renders, checks, starts the embedded stack and proves it; `make test` runs the tests.
 VENV   := .venv
 VIGIA  := $(VENV)/bin/vigia
 PY     := $(VENV)/bin/python
 PROFILE ?= local
 OUT    ?= build/$(PROFILE)
 
-.PHONY: setup render render-golden check test run up deploy down bench clean
+.PHONY: setup render render-golden check test run stop up deploy down bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -23,9 +23,20 @@ check: render
 test: setup
 	$(PY) -m pytest -q
 
+DATA ?= var/stack
+
 run: setup
 	$(VIGIA) render --profile local --out build/local
 	$(VIGIA) check --out build/local
+	$(VIGIA) up --fresh --data $(DATA)
+	$(VIGIA) prove --data $(DATA) --quick --report reports/latest
+	@echo ""
+	@echo "report: reports/latest/report.md (plots: reports/latest/*.png)"
+	@echo "UIs:    Prometheus http://127.0.0.1:9090  Alertmanager http://127.0.0.1:9093  gateway http://127.0.0.1:8081/_health"
+	@echo "stop:   make stop"
+
+stop: setup
+	$(VIGIA) down --data $(DATA)
 
 up deploy: setup render-golden
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make up: needs a running Docker engine; without one use 'make run' (embedded stack)"; exit 1; }
@@ -36,7 +47,10 @@ down:
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 && docker compose down || true
 
 bench: setup
-	$(VIGIA) bench all
+	$(VIGIA) bench overhead
+	$(VIGIA) bench logger
+	$(VIGIA) bench trails
+	$(VIGIA) bench rollup
 
 clean:
 	rm -rf build

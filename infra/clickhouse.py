@@ -69,6 +69,10 @@ def tables(catalog: Catalog) -> list[tuple[str, list[str], str]]:
             "`requests` UInt64", "`errors` UInt64", "`p50_ms` Float64", "`p95_ms` Float64", "`p99_ms` Float64"],
          f"PARTITION BY toYYYYMMDD(hour) ORDER BY (component, route, hour) "
          f"TTL hour + INTERVAL {r.gold_days} DAY"),
+        (names.GOLD_TRAILS_HOURLY_TABLE, [
+            "`hour` DateTime('UTC')", "`kind` LowCardinality(String)", "`scope` LowCardinality(String)",
+            "`records` UInt64", "`signed` UInt64"],
+         f"PARTITION BY toYYYYMMDD(hour) ORDER BY (kind, scope, hour) TTL hour + INTERVAL {r.gold_days} DAY"),
     ]
 
 

@@ -49,7 +49,7 @@ def ensure_schema(client, catalog: Catalog) -> None:
     for statement in clickhouse.statements(catalog, "local"):
         client.command(statement)
     db = catalog.storage.clickhouse_database
-    for table in (*TABLES.values(), names.GOLD_HOURLY_TABLE):
+    for table in (*TABLES.values(), names.GOLD_HOURLY_TABLE, names.GOLD_TRAILS_HOURLY_TABLE):
         client.command(f"CREATE TABLE IF NOT EXISTS {db}.{table}_staging AS {db}.{table}")
         client.command(f"CREATE TABLE IF NOT EXISTS {db}.{table}_raw AS {db}.{table} ENGINE = TinyLog")
 
@@ -133,8 +133,7 @@ def load_day(client, catalog: Catalog, kind: str, day: str, objects: list[LoadOb
                     quarantined.get(o.key, 0), now]
                    for o in objects],
                   column_names=["kind", "day", "object_key", "sha256", "lines", "rows", "quarantined", "loaded_at"])
-    if kind == "logs":
-        refresh_gold(client, catalog, day)
+    refresh_gold(client, catalog, kind, day)
     return LoadResult(rows, sum(quarantined.values()), False)
 
 
@@ -161,14 +160,23 @@ def _replace_partitions(client, table: str, day: str) -> None:
         client.command(f"ALTER TABLE {table} DROP PARTITION ID '{day.replace('-', '')}'")
 
 
-def refresh_gold(client, catalog: Catalog, day: str) -> None:
-    """Hourly count, errors and latency quantiles per component and route, for one day."""
+GOLD_QUERIES = {
+    "logs": (names.GOLD_HOURLY_TABLE,
+             "SELECT toStartOfHour(ts) AS hour, component, route, count(), countIf(ok = false), quantile(0.5)(latency_ms), "
+             "quantile(0.95)(latency_ms), quantile(0.99)(latency_ms) FROM {db}.{silver} WHERE toDate(ts) = %(d)s "
+             "GROUP BY hour, component, route"),
+    "audit": (names.GOLD_TRAILS_HOURLY_TABLE,
+              "SELECT toStartOfHour(ts) AS hour, kind, scope, count(), countIf(sig != '') FROM {db}.{silver} "
+              "WHERE toDate(ts) = %(d)s GROUP BY hour, kind, scope"),
+}
+
+
+def refresh_gold(client, catalog: Catalog, kind: str, day: str) -> None:
+    """The day's hourly aggregates: requests, errors and latency quantiles per component and route
+    for logs; records and signed records per trail kind and scope for audit."""
     db = catalog.storage.clickhouse_database
-    gold = f"{db}.{names.GOLD_HOURLY_TABLE}"
+    table, query = GOLD_QUERIES[kind]
+    gold = f"{db}.{table}"
     client.command(f"TRUNCATE TABLE {gold}_staging")
-    client.command(
-        f"INSERT INTO {gold}_staging SELECT toStartOfHour(ts) AS hour, component, route, count() AS requests, "
-        f"countIf(ok = false) AS errors, quantile(0.5)(latency_ms), quantile(0.95)(latency_ms), quantile(0.99)(latency_ms) "
-        f"FROM {db}.{names.LOGS_TABLE} WHERE toDate(ts) = %(d)s GROUP BY hour, component, route",
-        parameters={"d": day})
+    client.command(f"INSERT INTO {gold}_staging " + query.format(db=db, silver=TABLES[kind]), parameters={"d": day})
     _replace_partitions(client, gold, day)

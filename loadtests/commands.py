@@ -18,14 +18,15 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def up(data: Path = DataOption, catalog: Path = CatalogOption,
-           rollup_every: int = typer.Option(3600, help="Seconds between rollup runs.")) -> None:
+           rollup_every: int = typer.Option(3600, help="Seconds between rollup runs."),
+           fresh: bool = typer.Option(False, help="Stop the stack and empty its data folder first.")) -> None:
         """Start the embedded stack (no Docker): Prometheus, Alertmanager, services, alert sink, rollup."""
         from loadtests import stack
         from vigia.cli import load_catalog
 
         model = load_catalog(catalog)
         try:
-            parts = stack.up(model, catalog, data, echo=typer.echo, rollup_every=rollup_every)
+            parts = stack.up(model, catalog, data, echo=typer.echo, rollup_every=rollup_every, fresh=fresh)
         except stack.StackError as exc:
             raise typer.BadParameter(str(exc)) from None
         typer.echo("\n" + "\n".join(f"  {p.name:<13} {p.url}" for p in parts if p.port))
@@ -74,7 +75,7 @@ def register_prove(app: typer.Typer) -> None:
               rate: float = typer.Option(5000, help="Steady load, requests per minute."),
               duration: int = typer.Option(120, help="Seconds of steady load."),
               fault_seconds: int = typer.Option(240, help="Longest wait for the induced alerts."),
-              quick: bool = typer.Option(False, help="A bounded run for CI: 60 s steady, faults up to 200 s."),
+              quick: bool = typer.Option(False, help="A bounded run for CI: 60 s steady, faults up to 240 s."),
               report: Path = typer.Option(Path("reports/latest"), help="Folder for report.json, report.md and PNGs.")) -> None:
         """Prove seed 004's definition of done against the running embedded stack."""
         from loadtests import prove as job
@@ -82,7 +83,7 @@ def register_prove(app: typer.Typer) -> None:
         from vigia.cli import load_catalog
 
         if quick:
-            duration, fault_seconds = 60, 200
+            duration, fault_seconds = 60, 240
         try:
             checks = job.prove(load_catalog(catalog), catalog, data, rate, duration, fault_seconds, report, echo=typer.echo)
         except StackError as exc:

@@ -182,6 +182,10 @@ def prove(catalog: Catalog, catalog_path: Path, data: Path, rate: float, seconds
     down = [r["part"] for r in stack.status(catalog, catalog_path, data) if r["health"] != "ok" and r["url"]]
     if down:
         raise stack.StackError(f"the stack is not up ({', '.join(down)}); run `vigia up` first")
+    residue = sorted({r["metric"]["alertname"] for r in s.prometheus.query('ALERTS{alertstate="firing", severity="page"}')})
+    if residue:
+        raise stack.StackError(f"page alerts already firing ({', '.join(residue)}): an earlier fault is still inside their "
+                               f"windows; prove on a fresh stack: vigia up --fresh --data {data}")
     tokens = s.tokens()
     checks: list[Check] = []
     t0 = time.time()
@@ -217,7 +221,7 @@ def prove(catalog: Catalog, catalog_path: Path, data: Path, rate: float, seconds
                 if at:
                     detected[name] = round(at - since, 1)
                     echo(f"  {name} delivered after {detected[name]}s")
-        if core_stopped_at is None and ("Core5xxRateHigh" in detected or time.time() > t_fault + fault_seconds / 2):
+        if core_stopped_at is None and ("Core5xxRateHigh" in detected or time.time() > t_fault + fault_seconds * 0.6):
             stack.down(catalog, catalog_path, data, echo=lambda *_: None, only="core")
             core_stopped_at = time.time()
         time.sleep(2)

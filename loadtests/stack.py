@@ -103,8 +103,15 @@ def _healthy(part: Part) -> bool:
         return False
 
 
-def up(catalog: Catalog, catalog_path: Path, data: Path, timeout: float = 60.0, echo=print, rollup_every: int = 3600) -> list[Part]:
+def up(catalog: Catalog, catalog_path: Path, data: Path, timeout: float = 60.0, echo=print, rollup_every: int = 3600,
+       fresh: bool = False) -> list[Part]:
+    """Start what is not running. `fresh` first stops the stack and empties its data folder."""
     data = data.resolve()
+    if fresh and data.exists():
+        if any(data.iterdir()) and not (data / "run").is_dir():
+            raise StackError(f"{data} is not an embedded stack's data folder; refusing to empty it")
+        down(catalog, catalog_path, data, echo=lambda *_: None)
+        shutil.rmtree(data)
     write_tree(data / "config", render_all(catalog, "local"), source=catalog_path.name)
     env = dict(os.environ, VIGIA_ADMIN_TOKEN=admin_token(data))
     (data / "run").mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,9 @@ def test_gold_hourly_rows_match_the_silver_logs(shipped):
                         parameters={"d": D1}).result_rows[0]
     # write_spool: 70 requests, every 10th a 500 (7 errors), latencies 5..44 ms.
     assert gold[0] == 70 and gold[1] == 7 and 40 <= gold[2] <= 44
+    trails = client.query("SELECT kind, sum(records) FROM vigia.trails_hourly WHERE toDate(hour) = %(d)s GROUP BY kind",
+                          parameters={"d": D1}).result_rows
+    assert trails == [("office.tool_call", 70)]
 
 
 def test_the_private_release_suppresses_small_groups_and_records_its_budget(catalog, shipped):

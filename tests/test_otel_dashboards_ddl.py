@@ -92,7 +92,7 @@ def test_the_ddl_runs_in_chdb_and_accepts_a_log_line(tmp_path, catalog):
     db = catalog.storage.clickhouse_database
     tables = {row[0] for row in client.query(f"SHOW TABLES FROM {db}").result_rows}
     assert tables == {names.LOGS_TABLE, names.TRAILS_TABLE, names.QUARANTINE_TABLE, names.LEDGER_TABLE,
-                      names.GOLD_HOURLY_TABLE}
+                      names.GOLD_HOURLY_TABLE, names.GOLD_TRAILS_HOURLY_TABLE}
     line = {"ts": "2026-11-22T13:45:01.123Z", "component": "gateway", "route": "/v1/items", "ok": True,
             "code": 200, "latency_ms": 12}
     client.raw_insert(f"{db}.{names.LOGS_TABLE}", insert_block=json.dumps(line).encode(), fmt="JSONEachRow")

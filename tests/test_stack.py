@@ -44,6 +44,7 @@ def test_a_second_up_starts_no_duplicates_and_status_is_healthy(running):
 def test_the_quick_proof_passes_all_seven_checks(running):
     tmp, args = running
     proved = vigia("prove", *args, "--quick", "--report", str(tmp / "report"), timeout=900)
+    assert (tmp / "report" / "report.json").exists(), proved.stdout + proved.stderr
     report = json.loads((tmp / "report" / "report.json").read_text())
     failed = [c for c in report["checks"] if not c["passed"]]
     assert not failed, json.dumps(failed, indent=1)

@@ -84,6 +84,7 @@ TRAILS_TABLE = "trails"
 QUARANTINE_TABLE = "quarantine"
 LEDGER_TABLE = "ingest_ledger"
 GOLD_HOURLY_TABLE = "logs_hourly"
+GOLD_TRAILS_HOURLY_TABLE = "trails_hourly"
 
 # Self-metrics of the collectors library (not in the catalog's domain metrics, always present).
 LOG_DROPPED_METRIC = "vigia_log_dropped_total"

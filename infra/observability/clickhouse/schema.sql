@@ -83,3 +83,14 @@ CREATE TABLE IF NOT EXISTS vigia.logs_hourly
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMMDD(hour) ORDER BY (component, route, hour) TTL hour + INTERVAL 400 DAY;
+
+CREATE TABLE IF NOT EXISTS vigia.trails_hourly
+(
+    `hour` DateTime('UTC'),
+    `kind` LowCardinality(String),
+    `scope` LowCardinality(String),
+    `records` UInt64,
+    `signed` UInt64
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(hour) ORDER BY (kind, scope, hour) TTL hour + INTERVAL 400 DAY;
