@@ -112,10 +112,12 @@ class VigiaMiddleware:
 
         flags = self.obs.flags
         span = self.obs.otlp.start_span(scope) if self.obs.otlp is not None else None
+        # Injected faults never touch the debug endpoints: /_flags must stay reachable to end them.
+        faults = (flags.chaos or flags.inject_5xx) and not scope["path"].startswith("/_")
         try:
-            if flags.chaos and random.random() < 0.01:
+            if faults and flags.chaos and random.random() < 0.01:
                 await asyncio.sleep(random.uniform(0.120, 0.300))
-            if flags.inject_5xx and scope["type"] == "http" and random.random() < flags.inject_5xx:
+            if faults and flags.inject_5xx and scope["type"] == "http" and random.random() < flags.inject_5xx:
                 raise ApiError("INTERNAL")
             await self.app(scope, receive, send_wrapper)
         except ApiError as error:
