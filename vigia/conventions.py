@@ -24,10 +24,6 @@ def sli_error_ratio(window: str) -> str:
     return f"slo:sli_error:ratio_rate{window}"
 
 
-def slo_label(slo_name: str) -> dict[str, str]:
-    return {"slo": slo_name}
-
-
 def latency_quantile_rule(metric: str, quantile: float, window: str = "5m") -> str:
     """e.g. gateway_http_request_duration_seconds:p99_rate5m (per route)."""
     base = metric.removesuffix("_seconds")
@@ -36,10 +32,6 @@ def latency_quantile_rule(metric: str, quantile: float, window: str = "5m") -> s
 
 def request_rate_rule(metric: str, window: str = "5m") -> str:
     return f"{metric.removesuffix('_total')}:rate{window}"
-
-
-def error_ratio_rule(metric: str, window: str) -> str:
-    return f"{metric.removesuffix('_total')}:error_ratio_rate{window}"
 
 
 def _pct(quantile: float) -> str:
