@@ -157,7 +157,7 @@ class VigiaMiddleware:
         if span is not None:
             self.obs.otlp.end_span(span, route, status, elapsed)
         self.obs.remember_trace(trace_id, (correlation, route, scope.get("method", "GET"), status, latency_ms))
-        if not self.obs.logger.sampler.keep(correlation, ok, route):
+        if not self.obs.logger.keep(correlation, ok, route):
             return
         self.obs.logger.write({
             "tenant": tenant, "route": route, "method": scope.get("method", "GET"), "ok": ok,

@@ -20,7 +20,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
+from collections import deque
 from pathlib import Path
 
 from collectors.sampling import Sampler
@@ -41,6 +43,7 @@ ROUTE = re.compile(r"(/[A-Za-z0-9_.\-{}]*)+|unmatched")
 ID = re.compile(r"[A-Za-z0-9_\-]+")
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 PATTERNS = {"timestamp": TS, "token": TOKEN, "route": ROUTE, "id": ID}
+SHORT_ID = re.compile(r"[A-Za-z0-9_\-]{1,14}")  # shorter than the shortest `api_key` match (15)
 
 
 def utc_ms(now: float) -> str:
@@ -87,123 +90,157 @@ class ServerBlindLogger:
         self.fsync_every = fsync_every
         self._head = f'"component":"{component}","node":"{node}"'
         self._fd: int | None = None
-        self._day_no = -1
-        self._second = -1
-        self._stamp = ""
-        self._buffer: list[bytes] = []
+        self._day_start = self._day_end = 0.0  # the UTC day of the open file, [start, end)
+        self._ms = -1
+        self._prefix = ""
+        self._buffer: deque[bytes] = deque()
         self._buffered = 0
-        self._last_flush = 0.0
+        self._flush_due = 0.0
         self._since_sync = 0
-        self._verdicts: dict[tuple[str, str], str | None] = {}
+        self._fragments: dict[tuple[str, str], str] = {}
+        self._id_keys = frozenset(k for k, kind in self.fields.items() if kind == "id")
+        self._int_keys = frozenset(k for k, kind in self.fields.items() if kind == "int" and k not in self.FIXED)
+        self._bool_keys = frozenset(k for k, kind in self.fields.items() if kind == "bool" and k not in self.FIXED)
+        self._lock = threading.Lock()
         self._metrics = metrics
-        self._written = self._sampled_out = None
+        # Plain integers read at scrape time: a prometheus_client increment (a lock and a float)
+        # would cost as much as a third of writing the record.
+        self.counts = {"written": 0, "sampled_out": 0}
         if metrics is not None:
-            self._written = metrics.labels(names.LOG_WRITTEN_METRIC, outcome="written")
-            self._sampled_out = metrics.labels(names.LOG_WRITTEN_METRIC, outcome="sampled_out")
+            metrics.count_from(names.LOG_WRITTEN_METRIC, "outcome", self.counts)
+
+    def keep(self, correlation_id: str, ok: bool, route: str | None = None, tool: str | None = None) -> bool:
+        """The sampling decision for one request's records, counted when it drops them."""
+        if self.sampler.keep(correlation_id, ok, route, tool):
+            return True
+        self.counts["sampled_out"] += 1
+        return False
 
     def log(self, **fields: object) -> bool:
         """Write one record if sampling keeps it; True when written."""
-        ok = fields.get("ok", True) is not False
-        correlation = fields.get("correlation_id")
-        if not self.sampler.keep(str(correlation) if correlation else os.urandom(8).hex(), ok,
-                                 fields.get("route"), fields.get("tool")):
-            if self._sampled_out is not None:
-                self._sampled_out.inc()
-            return False
-        return self.write(fields)
-
-    def _verdict(self, kind: str, value: str) -> str | None:
-        if kind == "id":  # unique per request: not worth remembering
-            return check_value(kind, value, self.max_len)
-        key = (kind, value)
-        try:
-            return self._verdicts[key]
-        except KeyError:
-            if len(self._verdicts) >= self.CACHE_LIMIT:
-                self._verdicts.clear()
-            verdict = self._verdicts[key] = check_value(kind, value, self.max_len)
-            return verdict
+        get = fields.get
+        correlation = get("correlation_id") or os.urandom(8).hex()
+        if self.sampler.keep(str(correlation), get("ok") is not False, get("route"), get("tool")):
+            return self.write(fields)
+        self.counts["sampled_out"] += 1
+        return False
 
     def write(self, fields: dict) -> bool:
         """Write a record unsampled (after the caller's own sampling decision)."""
         now = self.clock()
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-        parts = [f'{{"ts":"{self._stamp}.{int(now * 1000) % 1000:03d}Z",{self._head}']
+        ms = int(now * 1000)
+        if ms != self._ms:  # records of the same millisecond share their first bytes
+            self._ms = ms
+            self._prefix = f'{{"ts":"{utc_ms(now)}",{self._head}'
+        parts = [self._prefix]
+        append, fragments, id_keys, int_keys = parts.append, self._fragments, self._id_keys, self._int_keys
         for key, value in fields.items():
-            kind = self.fields.get(key)
-            if kind is None:
-                self._drop("unknown_field")
-                continue
-            if value is None or key in self.FIXED:
-                continue
             cls = value.__class__
             if cls is str:
-                reason = "type" if kind in ("bool", "int") else self._verdict(kind, value)
-                if reason:
-                    self._drop(reason)
-                    continue
-                # Validated strings hold only [A-Za-z0-9_.:/{}-]: nothing JSON needs to escape.
-                parts.append(f'"{key}":"{value}"')
-            elif cls is bool:
-                if kind != "bool":
-                    self._drop("type")
-                    continue
-                parts.append(f'"{key}":true' if value else f'"{key}":false')
+                # Alphanumeric ids, and ids too short to be a key, cannot hold any leak pattern.
+                if key in id_keys and len(value) <= self.max_len and (
+                        (value.isalnum() and value.isascii()) or SHORT_ID.fullmatch(value)):
+                    append(f'"{key}":"{value}"')
+                elif (fragment := fragments.get((key, value))) is not None:
+                    append(fragment)
+                else:
+                    fragment = self._validate(key, value)
+                    if fragment is not None:
+                        append(fragment)
             elif cls is int:
-                if kind != "int":
-                    self._drop("type")
-                    continue
-                parts.append(f'"{key}":{value}')
-            else:
-                self._drop("type")
-        line = (",".join(parts) + "}\n").encode()
-        self._append(line, now)
-        if self._written is not None:
-            self._written.inc()
+                if key in int_keys:
+                    append(f'"{key}":{value}')
+                else:
+                    self._drop(self._reason(key))
+            elif cls is bool and key in self._bool_keys:
+                append('"%s":%s' % (key, "true" if value else "false"))
+            elif value is not None:
+                self._drop(self._reason(key))
+            elif key not in self.fields:
+                self._drop("unknown_field")
+        self._append((",".join(parts) + "}\n").encode(), now)
         return True
 
+    def _reason(self, key: str) -> str:
+        """Why a value of the wrong type is dropped."""
+        if key not in self.fields:
+            return "unknown_field"
+        return "reserved" if key in self.FIXED else "type"
+
+    def _validate(self, key: str, value: str) -> str | None:
+        """`"key":"value"` when the string may be written in this field, else None (counted).
+
+        Routes, tokens and tenants repeat, so their fragment is remembered; ids are unique per request.
+        """
+        kind = self.fields.get(key)
+        if kind is None or key in self.FIXED or kind in ("bool", "int"):
+            self._drop(self._reason(key))
+            return None
+        reason = check_value(kind, value, self.max_len)
+        if reason:
+            self._drop(reason)
+            return None
+        # Validated strings hold only [A-Za-z0-9_.:/{}-]: nothing JSON needs to escape.
+        fragment = f'"{key}":"{value}"'
+        if kind != "id":
+            if len(self._fragments) >= self.CACHE_LIMIT:
+                self._fragments.clear()
+            self._fragments[(key, value)] = fragment
+        return fragment
+
     def _append(self, line: bytes, now: float) -> None:
-        if int(now) // 86400 != self._day_no:
-            self.flush()
-            self._open(now)
+        # Lock-free: deque.append is atomic, and only flushes and day changes take the lock.
+        if not self._day_start <= now < self._day_end:
+            self._roll(now)
         self._buffer.append(line)
-        self._buffered += len(line)
-        if self._buffered >= self.buffer_bytes or now - self._last_flush >= 1.0:
+        self._buffered += len(line)  # approximate under threads; it only decides when to flush
+        if self._buffered >= self.buffer_bytes or now >= self._flush_due:
             self.flush(now)
 
-    def _open(self, now: float) -> None:
-        """Open the file of `now`'s UTC day (closing the previous day's)."""
-        if self._fd is not None:
-            os.fsync(self._fd)
-            os.close(self._fd)
-        path = self.root / time.strftime("%Y/%m/%d", time.gmtime(now)) / f"{self.component}-{self.node}.ndjson"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        self._day_no = int(now) // 86400
+    def _roll(self, now: float) -> None:
+        """Open the file of `now`'s UTC day, after flushing the previous day's records into theirs."""
+        with self._lock:
+            if self._day_start <= now < self._day_end:
+                return
+            self._flush(now)
+            self._close_file()
+            day_start = int(now) // 86400 * 86400
+            path = self.root / time.strftime("%Y/%m/%d", time.gmtime(day_start)) / f"{self.component}-{self.node}.ndjson"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            self._day_start, self._day_end = day_start, day_start + 86400
 
     def flush(self, now: float | None = None) -> None:
         """Append buffered records, whole lines only, in one write."""
-        if self._buffer and self._fd is not None:
-            os.write(self._fd, b"".join(self._buffer))
+        with self._lock:
+            self._flush(now)
+
+    def _flush(self, now: float | None) -> None:
+        buffer = self._buffer
+        count = len(buffer)  # exactly these: records appended meanwhile wait for the next flush
+        if count and self._fd is not None:
+            os.write(self._fd, b"".join([buffer.popleft() for _ in range(count)]))
+            self.counts["written"] += count
             if self.fsync_every:
-                self._since_sync += len(self._buffer)
+                self._since_sync += count
                 if self._since_sync >= self.fsync_every:
                     os.fsync(self._fd)
                     self._since_sync = 0
-        self._buffer.clear()
         self._buffered = 0
-        self._last_flush = self.clock() if now is None else now
+        self._flush_due = (self.clock() if now is None else now) + 1.0
+
+    def _close_file(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+        self._day_start = self._day_end = 0.0
 
     def _drop(self, reason: str) -> None:
         if self._metrics is not None:
             self._metrics.labels(names.LOG_DROPPED_METRIC, reason=reason).inc()
 
     def close(self) -> None:
-        self.flush()
-        if self._fd is not None:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd, self._day_no = None, -1
+        with self._lock:
+            self._flush(None)
+            self._close_file()

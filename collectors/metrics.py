@@ -7,17 +7,34 @@ tenants to `other`, anything else raises (a programming error the tests catch).
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 
 from vigia import conventions as names
 from vigia.model import Catalog, Metric
 
 # The library's own metrics, on every component: what the logger and trail writer did.
 SELF_METRICS = (
-    (names.LOG_WRITTEN_METRIC, "Log records by outcome (written or sampled_out).", ("outcome",)),
     (names.LOG_DROPPED_METRIC, "Log fields or records dropped by the server-blind rules, by reason.", ("reason",)),
     (names.TRAIL_WRITTEN_METRIC, "Trail records appended, by kind.", ("kind",)),
     ("vigia_slow_operations_total", "Operations slower than their slow-operation threshold, by name.", ("operation",)),
 )
+
+
+# Counted by their owner as plain integers (see `Metrics.count_from`).
+COUNTED_METRICS = {names.LOG_WRITTEN_METRIC: "Log records by outcome (written or sampled_out)."}
+
+
+class CountsCollector:
+    """A counter family read at scrape time from a dict of label value -> count."""
+
+    def __init__(self, name: str, help_text: str, label: str, counts: dict[str, int]):
+        self.name, self.help_text, self.label, self.counts = name, help_text, label, counts
+
+    def collect(self):
+        family = CounterMetricFamily(self.name.removesuffix("_total"), self.help_text, labels=[self.label])
+        for value, count in sorted(self.counts.items()):
+            family.add_metric([value], count)
+        yield family
 
 
 class Metrics:
@@ -44,6 +61,10 @@ class Metrics:
         self._metrics[spec.name] = metric
         self._specs[spec.name] = spec
         self._allowed[spec.name] = {label: frozenset(self.catalog.label_values(spec, label)) for label in labels}
+
+    def count_from(self, name: str, label: str, counts: dict[str, int]) -> None:
+        """Expose `counts` as the counter `name`, for hot paths where an increment must be an int add."""
+        self.registry.register(CountsCollector(name, COUNTED_METRICS[name], label, counts))
 
     def get(self, name: str):
         return self._metrics[name]
