@@ -50,6 +50,7 @@ class VigiaMiddleware:
         self.requests = catalog.http_metric(obs.component, "requests").name
         self.duration = catalog.http_metric(obs.component, "duration").name
         self.codes = frozenset(catalog.label_sets["code"])
+        self.methods = frozenset(catalog.label_sets["method"])
         self.tenants = frozenset(catalog.tenants)
         self.id_chars = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
         self._counters: dict[tuple[str, str, str], object] = {}
@@ -142,6 +143,9 @@ class VigiaMiddleware:
 
     def _record(self, scope, route, state, start, tenant, correlation, trace_id, session, bytes_in, span) -> None:
         elapsed = time.perf_counter() - start
+        method = scope.get("method", "GET")
+        if method not in self.methods:  # clients choose methods; the label set is closed
+            method = names.OTHER_METHOD
         if scope["type"] == "websocket":
             status = 101
         else:
@@ -149,18 +153,17 @@ class VigiaMiddleware:
             code = str(status)
             if code not in self.codes:
                 code = f"{status // 100}00" if f"{status // 100}00" in self.codes else "500"
-            method = scope["method"]
             self._counter(route, method, code).inc()
             self._histogram(route).observe(elapsed)
         ok = status < 400
         latency_ms = int(elapsed * 1000)
         if span is not None:
             self.obs.otlp.end_span(span, route, status, elapsed)
-        self.obs.remember_trace(trace_id, (correlation, route, scope.get("method", "GET"), status, latency_ms))
+        self.obs.remember_trace(trace_id, (correlation, route, method, status, latency_ms))
         if not self.obs.logger.keep(correlation, ok, route):
             return
         self.obs.logger.write({
-            "tenant": tenant, "route": route, "method": scope.get("method", "GET"), "ok": ok,
+            "tenant": tenant, "route": route, "method": method, "ok": ok,
             "err_token": state["err"] or None, "code": status, "latency_ms": latency_ms, "bytes_in": bytes_in,
             "bytes_out": state["bytes_out"], "correlation_id": correlation, "trace_id": trace_id,
             "session_id": session or None,

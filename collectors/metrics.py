@@ -89,4 +89,6 @@ class Metrics:
             return names.UNMATCHED_ROUTE
         if ref == "tenants":
             return names.OTHER_TENANT
+        if ref == "method":
+            return names.OTHER_METHOD
         raise ValueError(f"{value!r} is not an allowed value of {name}{{{label}}}")

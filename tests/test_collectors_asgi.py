@@ -70,6 +70,14 @@ def test_metrics_use_route_templates_never_raw_paths(client):
     assert sample(obs, "core_http_request_duration_seconds_count", {"route": "/v1/items/{item_id}"}) == 3
 
 
+def test_a_method_outside_the_catalog_is_answered_and_counted_as_other(client):
+    c, obs = client
+    for method in ("PATCH", "BREW"):
+        assert c.request(method, "/v1/items/1").status_code == 405
+    assert sample(obs, "core_http_requests_total", {"route": "/v1/items/{item_id}", "method": "OTHER", "code": "405"}) == 2
+    assert c.get("/_trace/none").status_code == 404
+
+
 def test_an_unhandled_exception_becomes_an_internal_error_token(client):
     c, obs = client
     r = c.get("/v1/items/boom", headers={"x-correlation-id": "c-500"})

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from vigia import conventions
 from vigia.model import Catalog, duration_seconds
 
 Path_ = tuple[str | int, ...]
@@ -147,6 +148,8 @@ def cross_check(catalog: Catalog) -> list[tuple[Path_, str]]:
     for field in ("ts", "component", "ok"):
         if field not in catalog.logs.fields:
             found.append((("logs", "fields"), f"the field list must contain {field!r}"))
+    if conventions.OTHER_METHOD not in catalog.label_sets.get("method", (conventions.OTHER_METHOD,)):
+        found.append((("label_sets", "method"), f"must contain {conventions.OTHER_METHOD}: the label of any other HTTP method"))
     for token in ("BACKPRESSURE", "RATE_LIMIT", "INTERNAL"):
         if token not in catalog.error_tokens:
             found.append((("error_tokens",), f"the ErrorToken vocabulary must contain {token}"))

@@ -11,6 +11,8 @@ DEBUG_ROUTES = ("/_health", "/_metrics", "/_trace/{trace_id}", "/_reload")
 UNMATCHED_ROUTE = "unmatched"
 # Tenant label for a tenant outside the catalog's closed list.
 OTHER_TENANT = "other"
+# Method label for an HTTP method outside the catalog's `method` set (clients choose methods).
+OTHER_METHOD = "OTHER"
 
 # Windows the SLI error ratios are recorded over (the burn-rate tiers use them all).
 SLI_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
