@@ -112,12 +112,14 @@ class VigiaMiddleware:
             await send(message)
 
         flags = self.obs.flags
-        span = self.obs.otlp.start_span(scope) if self.obs.otlp is not None else None
+        span = self.obs.otlp.start_span(scope, trace_id) if self.obs.otlp is not None else None
         # Injected faults never touch the debug endpoints: /_flags must stay reachable to end them.
-        faults = (flags.chaos or flags.inject_5xx) and not scope["path"].startswith("/_")
+        faults = (flags.chaos or flags.inject_5xx or flags.inject_latency) and not scope["path"].startswith("/_")
         try:
             if faults and flags.chaos and random.random() < 0.01:
                 await asyncio.sleep(random.uniform(0.120, 0.300))
+            if faults and flags.inject_latency and random.random() < flags.inject_latency:
+                await asyncio.sleep(random.uniform(0.400, 0.600))
             if faults and flags.inject_5xx and scope["type"] == "http" and random.random() < flags.inject_5xx:
                 raise ApiError("INTERNAL")
             await self.app(scope, receive, send_wrapper)
@@ -158,7 +160,7 @@ class VigiaMiddleware:
         ok = status < 400
         latency_ms = int(elapsed * 1000)
         if span is not None:
-            self.obs.otlp.end_span(span, route, status, elapsed)
+            self.obs.otlp.end_span(span, route, method, status)
         self.obs.remember_trace(trace_id, (correlation, route, method, status, latency_ms))
         if not self.obs.logger.keep(correlation, ok, route):
             return

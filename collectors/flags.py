@@ -1,7 +1,7 @@
 """Runtime flags (seed 004 §5.2 safe-ops): changed through `/_flags` without a restart.
 
 Environment variables read at start: VIGIA_SAMPLING_SUCCESS, VIGIA_SPIKE, VIGIA_LOG_LEVEL,
-VIGIA_CHAOS, VIGIA_QUOTA_OVERRIDE, VIGIA_INJECT_5XX, VIGIA_JWKS_FAIL.
+VIGIA_CHAOS, VIGIA_QUOTA_OVERRIDE, VIGIA_INJECT_5XX, VIGIA_INJECT_LATENCY, VIGIA_JWKS_FAIL.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ class Flags:
     chaos: bool = False                     # delay 1 % of requests by 120-300 ms
     quota_override: float | None = None     # tokens/s refill for policy's buckets, to induce backpressure
     inject_5xx: float = 0.0                 # ratio of requests answered INTERNAL 500
+    inject_latency: float = 0.0             # ratio of requests delayed 400-600 ms (past the 300 ms SLO)
     jwks_fail: bool = False                 # make JWKS refreshes fail
 
     def update(self, **changes: object) -> None:
@@ -66,7 +67,7 @@ def _check(name: str, value: object) -> object:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number")
     value = float(value)
-    if name in ("sampling_success", "inject_5xx") and not 0 <= value <= 1:
+    if name in ("sampling_success", "inject_5xx", "inject_latency") and not 0 <= value <= 1:
         raise ValueError(f"{name} must be between 0 and 1")
     if name == "quota_override" and value <= 0:
         raise ValueError("quota_override must be > 0 tokens/s")

@@ -56,7 +56,7 @@ class Observability:
         otlp = None
         if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
             from collectors.otlp import OtlpExport
-            otlp = OtlpExport(component, node)
+            otlp = OtlpExport(component, node, metrics.registry)
         return cls(catalog, component, node, metrics, logger, trails, flags, Health(), ErrorTokens(catalog), otlp)
 
     def remember_trace(self, trace_id: str, metadata: tuple) -> None:

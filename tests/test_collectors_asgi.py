@@ -1,17 +1,14 @@
 """The middleware and debug endpoints, over real HTTP where it matters: ids echoed, route
-templates as labels, ErrorTokens instead of stack traces, /_metrics clean for promtool, OTLP out."""
+templates as labels, ErrorTokens instead of stack traces, /_metrics clean for promtool.
+OTLP export is tested in test_collectors_otlp.py."""
 
 from __future__ import annotations
 
 import subprocess
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from collectors import ApiError, Observability, instrument
 from collectors.audit import audited, slow
@@ -120,6 +117,17 @@ def test_inject_5xx_answers_internal_for_that_share_of_requests(client):
     assert c.get("/v1/items/1").status_code == 200
 
 
+def test_inject_latency_delays_requests_past_the_slo_but_never_the_debug_endpoints(client):
+    c, obs = client
+    obs.flags.update(inject_latency=1.0)
+    assert c.get("/v1/items/1").status_code == 200
+    assert c.get("/_health").status_code == 200
+    obs.flags.update(inject_latency=0.0)
+    assert sample(obs, "core_http_request_duration_seconds_bucket", {"route": "/v1/items/{item_id}", "le": "0.3"}) == 0
+    assert sample(obs, "core_http_request_duration_seconds_bucket", {"route": "/v1/items/{item_id}", "le": "1.0"}) == 1
+    assert sample(obs, "core_http_request_duration_seconds_bucket", {"route": "/_health", "le": "0.3"}) == 1
+
+
 def test_trace_lookup_returns_metadata_only(client):
     c, _ = client
     c.get("/v1/items/7", headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
@@ -154,37 +162,3 @@ def test_the_metrics_page_passes_promtool_check_metrics(client):
     proc = subprocess.run(["promtool", "check", "metrics"], input=page, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
-
-def test_spans_go_out_over_otlp_http_when_the_endpoint_is_set(catalog, tmp_path, monkeypatch):
-    received: list[bytes] = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            if self.path == "/v1/traces":
-                received.append(body)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
-    app, obs = make_app(catalog, tmp_path)
-    with TestClient(app) as c:
-        c.get("/v1/items/42")
-    obs.otlp.flush()
-    deadline = time.monotonic() + 10
-    while not received and time.monotonic() < deadline:
-        time.sleep(0.1)
-    obs.close()
-    server.shutdown()
-    request = ExportTraceServiceRequest()
-    request.ParseFromString(received[0])
-    spans = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
-    assert "GET /v1/items/{item_id}" in {s.name for s in spans}
-    attrs = {a.key: a.value for s in spans for a in s.attributes}
-    assert attrs["http.route"].string_value == "/v1/items/{item_id}"
