@@ -14,6 +14,8 @@ import sys
 import time
 import traceback
 
+from starlette.routing import Match
+
 from collectors import context
 from collectors.errortoken import ApiError
 from vigia import conventions as names
@@ -43,9 +45,10 @@ def report_unhandled(exc: BaseException, correlation: str) -> None:
 
 
 class VigiaMiddleware:
-    def __init__(self, app, obs):
+    def __init__(self, app, obs, router=None):
         self.app = app
         self.obs = obs
+        self.router = router  # to name the route of a request an injected fault answers before routing
         catalog = obs.catalog
         self.requests = catalog.http_metric(obs.component, "requests").name
         self.duration = catalog.http_metric(obs.component, "duration").name
@@ -121,6 +124,7 @@ class VigiaMiddleware:
             if faults and flags.inject_latency and random.random() < flags.inject_latency:
                 await asyncio.sleep(random.uniform(0.400, 0.600))
             if faults and flags.inject_5xx and scope["type"] == "http" and random.random() < flags.inject_5xx:
+                self._match_route(scope)
                 raise ApiError("INTERNAL")
             await self.app(scope, receive, send_wrapper)
         except ApiError as error:
@@ -134,16 +138,28 @@ class VigiaMiddleware:
             context.reset(token)
             route_obj = scope.get("route")
             route = getattr(route_obj, "path", names.UNMATCHED_ROUTE)
-            self._record(scope, route, state, start, tenant, correlation, trace_id, session, bytes_in, span)
+            self._record(scope, route, state, start, ctx, bytes_in, span)
+
+    def _match_route(self, scope) -> None:
+        """Set scope["route"] as routing would, so an answer given before routing keeps its route label."""
+        for route in getattr(self.router, "routes", ()):
+            if route.matches(scope)[0] == Match.FULL:
+                scope["route"] = route
+                return
 
     async def _error(self, scope, send, state, error: ApiError, correlation: str) -> None:
         if state["started"] or scope["type"] != "http":
             return
-        status, headers, body = self.obs.errors.response(error, correlation)
+        try:
+            status, headers, body = self.obs.errors.response(error, correlation)
+        except ValueError as exc:  # a token outside the vocabulary, or without its retry_after_ms
+            print(f"vigia: {exc} (correlation_id={correlation}); answered INTERNAL", file=sys.stderr)
+            state["err"] = "INTERNAL"
+            status, headers, body = self.obs.errors.response(ApiError("INTERNAL"), correlation)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    def _record(self, scope, route, state, start, tenant, correlation, trace_id, session, bytes_in, span) -> None:
+    def _record(self, scope, route, state, start, ctx, bytes_in, span) -> None:
         elapsed = time.perf_counter() - start
         method = scope.get("method", "GET")
         if method not in self.methods:  # clients choose methods; the label set is closed
@@ -161,12 +177,13 @@ class VigiaMiddleware:
         latency_ms = int(elapsed * 1000)
         if span is not None:
             self.obs.otlp.end_span(span, route, method, status)
-        self.obs.remember_trace(trace_id, (correlation, route, method, status, latency_ms))
-        if not self.obs.logger.keep(correlation, ok, route):
+        self.obs.remember_trace(ctx.trace_id, (ctx.correlation_id, route, method, status, latency_ms))
+        if not self.obs.logger.keep(ctx.correlation_id, ok, route, ctx.tool):
             return
+        # The tenant as the handler established it (the gateway from the verified JWT), not as claimed.
         self.obs.logger.write({
-            "tenant": tenant, "route": route, "method": method, "ok": ok,
+            "tenant": ctx.tenant, "route": route, "method": method, "tool": ctx.tool or None, "ok": ok,
             "err_token": state["err"] or None, "code": status, "latency_ms": latency_ms, "bytes_in": bytes_in,
-            "bytes_out": state["bytes_out"], "correlation_id": correlation, "trace_id": trace_id,
-            "session_id": session or None,
+            "bytes_out": state["bytes_out"], "correlation_id": ctx.correlation_id, "trace_id": ctx.trace_id,
+            "session_id": ctx.session_id or None,
         })

@@ -42,15 +42,19 @@ def audited(obs, kind: str, data_of):
 
 @contextmanager
 def slow(obs, operation: str, threshold_ms: int, **fields):
-    """Count, and log one server-blind record (never sampled out), when the block runs too long."""
+    """Count, and keep one server-blind record of (never sampled out), an operation that ran too long.
+
+    The record says what happened: `ok` is false only if the block raised.
+    """
     start = time.perf_counter()
+    ok = False
     try:
         yield
+        ok = True
     finally:
         elapsed_ms = int((time.perf_counter() - start) * 1000)
         if elapsed_ms >= threshold_ms:
             obs.metrics.labels("vigia_slow_operations_total", operation=operation).inc()
             ctx = context.current()
-            obs.logger.write({"ok": False, "err_token": "TIMEOUT" if "TIMEOUT" in obs.catalog.error_tokens else None,
-                              "latency_ms": elapsed_ms, "correlation_id": ctx.correlation_id if ctx else None,
+            obs.logger.write({"ok": ok, "latency_ms": elapsed_ms, "correlation_id": ctx.correlation_id if ctx else None,
                               "route": ctx.route if ctx else None, **fields})

@@ -13,6 +13,7 @@ class RequestContext:
     tenant: str
     route: str
     session_id: str = ""
+    tool: str = ""  # set by a handler that runs an MCP tool: the log's `tool` field and its sampling override
 
 
 _current: ContextVar[RequestContext | None] = ContextVar("vigia_request", default=None)

@@ -2,7 +2,8 @@
 
 /_health (live, ready, per-dependency checks), /_metrics (Prometheus text), /_trace/{trace_id}
 (request metadata only), /_reload?stage=next (admin token, writes an `ops.reload` trail),
-/_flags (GET; POST with the admin token changes runtime flags). On startup a task flushes the
+/_flags (GET; POST with the admin token changes runtime flags). Validation errors and the
+framework's HTTP errors are answered as ErrorTokens like everything else. On startup a task flushes the
 log buffer every second; on shutdown the logs and trails are closed (fsynced).
 """
 
@@ -12,8 +13,10 @@ import asyncio
 import hmac
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from collectors import context
 from collectors.asgi import VigiaMiddleware
@@ -63,6 +66,15 @@ def instrument(app: FastAPI, obs, admin_token: str | None = None) -> FastAPI:
             raise ApiError("INVALID_ARGUMENT") from None
         return JSONResponse(obs.flags.as_dict())
 
+    # The framework's own answers (a body that fails validation, an unknown path or method) become
+    # ErrorTokens too, raised to the middleware like any other: never FastAPI's `detail`, which
+    # echoes the client's input back.
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        raise ApiError("INVALID_ARGUMENT")
+
+    async def framework_error(request: Request, exc: StarletteHTTPException) -> Response:
+        raise ApiError(obs.errors.token_for(exc.status_code))
+
     async def flush_every_second() -> None:
         while True:
             await asyncio.sleep(1.0)
@@ -86,5 +98,7 @@ def instrument(app: FastAPI, obs, admin_token: str | None = None) -> FastAPI:
     app.add_api_route("/_reload", reload, methods=["POST"], include_in_schema=False)
     app.add_api_route("/_flags", get_flags, methods=["GET"], include_in_schema=False)
     app.add_api_route("/_flags", set_flags, methods=["POST"], include_in_schema=False)
-    app.add_middleware(VigiaMiddleware, obs=obs)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(StarletteHTTPException, framework_error)
+    app.add_middleware(VigiaMiddleware, obs=obs, router=app.router)
     return app

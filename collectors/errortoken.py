@@ -35,6 +35,17 @@ class ErrorTokens:
     def status(self, token: str) -> int:
         return self._specs[token].status
 
+    def token_for(self, status: int) -> str:
+        """The vocabulary's token for an HTTP status the framework chose (404, 405, 413, ...).
+
+        The token with exactly that status, else the class's general one: INVALID_ARGUMENT for a
+        4xx, INTERNAL for anything else.
+        """
+        exact = sorted(token for token, spec in self._specs.items() if spec.status == status)
+        if exact:
+            return exact[0]
+        return "INVALID_ARGUMENT" if 400 <= status < 500 and "INVALID_ARGUMENT" in self._specs else "INTERNAL"
+
     def response(self, error: ApiError, correlation_id: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """(status, headers, body) of the JSON envelope for an error."""
         self.check(error)

@@ -16,7 +16,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 class Flags:
     sampling_success: float | None = None  # overrides the catalog's success rate when set
     spike: bool = False                     # raise success sampling to the catalog's spike rate
-    log_level: str = "info"
+    log_level: str = "info"                 # debug keeps every success record; warning/error keep errors only
     chaos: bool = False                     # delay 1 % of requests by 120-300 ms
     quota_override: float | None = None     # tokens/s refill for policy's buckets, to induce backpressure
     inject_5xx: float = 0.0                 # ratio of requests answered INTERNAL 500

@@ -82,6 +82,8 @@ class ServerBlindLogger:
                  metrics=None, clock=time.time, buffer_bytes: int = 65536, fsync_every: int = 0):
         self.fields = dict(catalog.logs.fields)
         self.max_len = catalog.logs.max_value_length
+        if not (TOKEN.fullmatch(node) and len(node) <= 64):
+            raise ValueError(f"node name must be 1-64 characters of [A-Za-z0-9_.:-] (it names files and log records)")
         self.component, self.node = component, node
         self.root = Path(data_dir) / "logs"
         self.sampler = sampler
@@ -219,7 +221,9 @@ class ServerBlindLogger:
         buffer = self._buffer
         count = len(buffer)  # exactly these: records appended meanwhile wait for the next flush
         if count and self._fd is not None:
-            os.write(self._fd, b"".join([buffer.popleft() for _ in range(count)]))
+            data = memoryview(b"".join([buffer.popleft() for _ in range(count)]))
+            while data:  # a short write (a signal, a full disk's last bytes) continues, never leaves half a line
+                data = data[os.write(self._fd, data):]
             self.counts["written"] += count
             if self.fsync_every:
                 self._since_sync += count

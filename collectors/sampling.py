@@ -1,8 +1,11 @@
 """Deterministic sampling keyed on the correlation id (seed 004 §2.2).
 
 The same id always gets the same decision, so every line of one request is kept or dropped
-together, across processes and services. Errors are always kept. The success rate comes from
-the catalog (per route or tool overrides), the `sampling_success` flag, or the spike rate.
+together, across processes and services. Errors are always kept. The success rate is, in order:
+the catalog's per-tool or per-route override, else the `sampling_success` flag, else the
+catalog's rate; the `spike` flag raises it to at least the spike rate. The `log_level` flag
+filters by severity (a success is `info`, an error `error`): `debug` keeps every success,
+`warning` and `error` keep errors only.
 """
 
 from __future__ import annotations
@@ -26,16 +29,17 @@ class Sampler:
         self.flags = flags
 
     def success_rate(self, route: str | None = None, tool: str | None = None) -> float:
-        if self.flags.spike:
-            base = self.sampling.spike
-        elif self.flags.sampling_success is not None:
-            base = self.flags.sampling_success
-        else:
-            base = self.sampling.success
-        override = self.sampling.tools.get(tool) if tool else None
-        if override is None and route:
-            override = self.sampling.routes.get(route)
-        return max(base, override) if override is not None else base
+        level = self.flags.log_level
+        if level == "debug":
+            return 1.0
+        if level in ("warning", "error"):
+            return 0.0
+        rate = self.sampling.tools.get(tool) if tool else None
+        if rate is None and route:
+            rate = self.sampling.routes.get(route)
+        if rate is None:
+            rate = self.flags.sampling_success if self.flags.sampling_success is not None else self.sampling.success
+        return max(rate, self.sampling.spike) if self.flags.spike else rate
 
     def keep(self, correlation_id: str, ok: bool, route: str | None = None, tool: str | None = None) -> bool:
         rate = self.sampling.error if not ok else self.success_rate(route, tool)

@@ -4,6 +4,7 @@ OTLP export is tested in test_collectors_otlp.py."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from collectors import ApiError, Observability, instrument
 from collectors.audit import audited, slow
+from collectors.context import current
 
 
 def make_app(catalog, tmp, component="core"):
@@ -26,6 +28,14 @@ def make_app(catalog, tmp, component="core"):
         if item_id == "busy":
             raise ApiError("RATE_LIMIT", retry_after_ms=1500)
         return {"id": item_id}
+
+    @app.post("/v1/tools/{tool}")
+    async def tool_call(tool: str, body: dict):
+        ctx = current()
+        ctx.tenant, ctx.tool = "globex", tool  # as a handler does once it has verified who calls
+        if tool == "mystery":
+            raise ApiError("NOT_A_TOKEN")
+        return {"tool": tool}
 
     @app.post("/v1/items")
     @audited(obs, "gateway.request_min", lambda result, *a, **k: {"route": "/v1/items", "method": "POST", "cost": 1})
@@ -75,6 +85,32 @@ def test_a_method_outside_the_catalog_is_answered_and_counted_as_other(client):
     assert c.get("/_trace/none").status_code == 404
 
 
+def test_the_frameworks_own_errors_are_error_tokens_that_never_echo_the_input(client):
+    c, obs = client
+    invalid = c.post("/v1/tools/search_docs", content=b'{"email": "alice@example.com"', headers={"x-correlation-id": "c-422"})
+    assert invalid.status_code == 400
+    assert invalid.json() == {"error": {"token": "INVALID_ARGUMENT", "correlation_id": "c-422"}}
+    assert c.get("/nowhere").json()["error"]["token"] == "NOT_FOUND"
+    wrong_method = c.delete("/v1/items/1")
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"]["token"] == "METHOD_NOT_ALLOWED"
+    assert sample(obs, "core_http_requests_total", {"route": "unmatched", "method": "GET", "code": "404"}) == 1
+
+
+def test_a_token_outside_the_vocabulary_is_answered_internal(client):
+    c, _ = client
+    r = c.post("/v1/tools/mystery", json={}, headers={"x-correlation-id": "c-odd"})
+    assert r.status_code == 500 and r.json() == {"error": {"token": "INTERNAL", "correlation_id": "c-odd"}}
+
+
+def test_the_log_names_the_tenant_and_tool_the_handler_established(client, tmp_path):
+    c, obs = client
+    c.post("/v1/tools/search_docs", json={}, headers={"x-tenant": "acme", "x-correlation-id": "c-tool"})
+    obs.logger.flush()
+    [record] = [json.loads(line) for p in tmp_path.rglob("logs/**/*.ndjson") for line in p.read_text().splitlines()
+                if '"c-tool"' in line]
+    assert record["tenant"] == "globex" and record["tool"] == "search_docs" and record["route"] == "/v1/tools/{tool}"
+
+
 def test_an_unhandled_exception_becomes_an_internal_error_token(client):
     c, obs = client
     r = c.get("/v1/items/boom", headers={"x-correlation-id": "c-500"})
@@ -113,6 +149,7 @@ def test_inject_5xx_answers_internal_for_that_share_of_requests(client):
     c, obs = client
     obs.flags.update(inject_5xx=1.0)
     assert c.get("/v1/items/1").status_code == 500
+    assert sample(obs, "core_http_requests_total", {"route": "/v1/items/{item_id}", "method": "GET", "code": "500"}) == 1
     assert c.post("/_flags", json={"inject_5xx": 0.0}, headers={"x-admin-token": "admin-secret"}).status_code == 200
     assert c.get("/v1/items/1").status_code == 200
 

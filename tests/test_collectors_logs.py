@@ -18,6 +18,7 @@ from collectors.flags import Flags
 from collectors.logger import LEAKS, ServerBlindLogger, check_value
 from collectors.metrics import Metrics
 from collectors.sampling import Sampler
+from vigia.model import Sampling
 
 
 def make_logger(catalog, tmp: Path, flags: Flags | None = None, **kw) -> ServerBlindLogger:
@@ -107,6 +108,24 @@ def test_success_rates_hold_within_five_sigma(catalog, spike, expected):
     kept = sum(sampler.keep(os.urandom(8).hex(), True, "/v1/items") for _ in range(n))
     sigma = math.sqrt(n * expected * (1 - expected))
     assert abs(kept - n * expected) < 5 * sigma
+
+
+def test_overrides_set_the_rate_both_ways_and_log_level_filters_by_severity():
+    sampling = Sampling(success=0.5, error=1.0, spike=0.9, routes={"/v1/quiet": 0.0}, tools={"loud": 1.0})
+    flags = Flags()
+    sampler = Sampler(sampling, flags)
+    assert sampler.success_rate(route="/v1/quiet") == 0.0 and sampler.success_rate(tool="loud") == 1.0
+    flags.update(spike=True)
+    assert sampler.success_rate(route="/v1/quiet") == 0.9
+    flags.update(spike=False, log_level="debug")
+    assert sampler.success_rate(route="/v1/quiet") == 1.0
+    flags.update(log_level="error")
+    assert not sampler.keep("any", True, tool="loud") and sampler.keep("any", False)
+
+
+def test_a_node_name_that_is_not_a_token_is_refused(catalog, tmp_path):
+    with pytest.raises(ValueError, match="node name"):
+        ServerBlindLogger(catalog, "core", 'n1","tenant":"x', tmp_path, Sampler(catalog.logs.sampling, Flags()))
 
 
 def test_errors_are_always_kept_and_overrides_apply(catalog):
