@@ -20,16 +20,21 @@ class TokenBucket:
         self.stamp = now
 
     def take(self, cost: float = 1.0) -> int:
-        """0 when granted (tokens taken); otherwise the milliseconds until `cost` tokens are there."""
+        """0 when granted (tokens taken); otherwise the milliseconds until `cost` tokens are there.
+
+        A cost above the burst can never be granted: callers refuse it before asking.
+        """
         self._refill()
         if self.tokens >= cost:
             self.tokens -= cost
             return 0
         return max(1, math.ceil((cost - self.tokens) / self.rate * 1000))
 
-    def set_rate(self, rate: float) -> None:
+    def configure(self, rate: float, burst: float) -> None:
+        """New rate and burst from now on; tokens above the new burst are dropped."""
         self._refill()
-        self.rate = rate
+        self.rate, self.burst = rate, burst
+        self.tokens = min(self.tokens, burst)
 
     def snapshot(self) -> dict:
         self._refill()

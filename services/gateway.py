@@ -1,8 +1,12 @@
 """Gateway: verifies JWTs against a JWKS it refreshes, asks policy, routes to core and office,
 delivers webhooks and presigns media.
 
-JWKS refreshes run every `jwks_refresh_s`; each failure (real, or injected by the `jwks_fail`
-flag) increments `gateway_jwks_refresh_consecutive_failures` until a success resets it.
+JWKS refreshes run every `jwks_refresh_s`, and at once on `/_reload?stage=next`; each failure
+(real, or injected by the `jwks_fail` flag) increments `gateway_jwks_refresh_consecutive_failures`
+until a success resets it. Item routes ask policy before going to core; tool calls go straight to
+office, which asks policy itself (one evaluation per call), and its BACKPRESSURE is counted here
+too. A peer's ErrorToken is relayed as is; every 401/403 the gateway answers writes an
+`access.denied_min` trail.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from collectors import ApiError
+from collectors.audit import audited, slow
 from collectors.context import current
-from services.common import downstream_headers, make_app, peer_urls, raise_for_envelope, reachable
+from services.common import add_peer_checks, ask_policy, downstream_error, downstream_headers, make_app, peer_urls
+from vigia.conventions import OTHER_TENANT
 from vigia.model import Catalog
 
-BUCKET_OF = {"GET": "read", "POST": "write"}
+SLOW_WEBHOOK_MS = 1000
 
 
 class Webhook(BaseModel):
@@ -50,8 +56,10 @@ def create_app(catalog: Catalog, data_dir: Path, node: str = "n1", admin_token: 
     urls = peer_urls(catalog, peers)
     sink = webhook_base or f"http://127.0.0.1:{catalog.profiles['local'].webhook_sink_port}/webhooks"
     dests = set(catalog.label_sets["webhook_dest"])
+    tools = set(catalog.label_sets["tool"])
     jwks_state = {"keys": {}, "fetched": 0.0, "failures": 0}
     failures = obs.metrics.labels("gateway_jwks_refresh_consecutive_failures")
+    refresh_now = asyncio.Event()
     # Presigning is local computation: credentials and endpoint come from the environment (MinIO in
     # compose); without them the URL is signed with a placeholder key that MinIO would refuse.
     s3 = boto3.client("s3", region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
@@ -80,98 +88,121 @@ def create_app(catalog: Catalog, data_dir: Path, node: str = "n1", admin_token: 
 
     async def refresher() -> None:
         while True:
+            refresh_now.clear()
             await refresh_jwks()
-            await asyncio.sleep(jwks_refresh_s)
+            try:
+                await asyncio.wait_for(refresh_now.wait(), jwks_refresh_s)
+            except TimeoutError:
+                pass
 
-    tasks: list[asyncio.Task] = []
-    app.router.on_startup.append(lambda: tasks.append(asyncio.get_running_loop().create_task(refresher())))
+    def denied(request: Request, token: str, reason: str, actor: str = "unknown") -> ApiError:
+        """An access.denied_min trail for a 401/403 about to be answered; the error to raise."""
+        ctx = current()
+        obs.trails.append("access.denied_min", scope="gateway", actor=actor, refs=[ctx.correlation_id] if ctx else [],
+                          data={"route": request.scope["route"].path, "reason": reason})
+        return ApiError(token)
+
+    def refuse(request: Request, error: ApiError, tenant: str, source: str, session_type: str) -> ApiError:
+        """Count or audit a refusal that came from `source` (policy or the peer); the error to raise."""
+        if error.token == "BACKPRESSURE":
+            obs.metrics.labels("gateway_backpressure_total", session_type=session_type).inc()
+        elif error.token in ("UNAUTHORIZED", "FORBIDDEN"):
+            return denied(request, error.token, source, actor=tenant)
+        return error
 
     def authenticate(request: Request) -> str:
+        """The tenant of the request's verified JWT, which becomes the request's tenant (until then it
+        is `other`: an `x-tenant` header sent by a client is a claim, not an identity)."""
+        ctx = current()
+        if ctx is not None:
+            ctx.tenant = OTHER_TENANT
         header = request.headers.get("authorization", "")
         if not header.startswith("Bearer "):
-            raise ApiError("UNAUTHORIZED")
+            raise denied(request, "UNAUTHORIZED", "no_token")
         token = header[7:]
         try:
-            kid = jwt.get_unverified_header(token).get("kid")
-            key = jwks_state["keys"].get(kid)
+            key = jwks_state["keys"].get(jwt.get_unverified_header(token).get("kid"))
             if key is None:
-                raise ApiError("UNAUTHORIZED")
+                raise denied(request, "UNAUTHORIZED", "unknown_key")
             claims = jwt.decode(token, key.key, algorithms=["RS256"], issuer="vigia-policy")
         except jwt.PyJWTError:
-            raise ApiError("UNAUTHORIZED") from None
+            raise denied(request, "UNAUTHORIZED", "bad_token") from None
         tenant = claims.get("tenant")
         if tenant not in catalog.tenants:
-            raise ApiError("FORBIDDEN")
-        ctx = current()
+            raise denied(request, "FORBIDDEN", "unknown_tenant")
         if ctx is not None:
             ctx.tenant = tenant
         return tenant
 
-    async def admit(tenant: str, bucket: str, session_type: str = "http") -> None:
+    async def admit(request: Request, tenant: str, bucket: str) -> None:
         try:
-            r = await app.state.http.post(f"{urls['policy']}/v1/eval", json={"tenant": tenant, "bucket": bucket},
-                                          headers=downstream_headers(tenant))
-            r.raise_for_status()
-        except httpx.HTTPError:
-            raise ApiError("UPSTREAM_UNAVAILABLE") from None
-        answer = r.json()
-        if answer["decision"] == "backpressure":
-            obs.metrics.labels("gateway_backpressure_total", session_type=session_type).inc()
-            raise ApiError("BACKPRESSURE", retry_after_ms=answer["retry_after_ms"])
-        if answer["decision"] == "rate_limit":
-            raise ApiError("RATE_LIMIT", retry_after_ms=answer["retry_after_ms"])
-        if answer["decision"] == "deny":
-            raise ApiError("FORBIDDEN")
+            await ask_policy(app.state.http, urls["policy"], tenant, bucket)
+        except ApiError as error:
+            raise refuse(request, error, tenant, "policy", "http") from None
 
-    async def forward(request: Request, component: str, path: str, bucket: str, session_type: str = "http") -> Response:
-        tenant = authenticate(request)
-        await admit(tenant, bucket, session_type)
+    async def forward(request: Request, tenant: str, component: str, path: str, session_type: str = "http") -> Response:
         try:
             r = await app.state.http.request(request.method, f"{urls[component]}{path}", content=await request.body(),
                                              params=request.query_params, headers=downstream_headers(tenant)
                                              | {"content-type": request.headers.get("content-type", "application/json")})
         except httpx.HTTPError:
             raise ApiError("UPSTREAM_UNAVAILABLE") from None
-        raise_for_envelope(r)
+        error = downstream_error(r, obs.errors)
+        if error is not None:
+            raise refuse(request, error, tenant, "downstream", session_type)
         obs.trails.append("gateway.request_min", scope="gateway", actor=tenant, tenant=tenant,
                           data={"route": request.scope["route"].path, "method": request.method, "cost": 1})
         return Response(r.content, status_code=r.status_code, media_type="application/json")
 
     @app.get("/v1/items")
     async def list_items(request: Request):
-        return await forward(request, "core", "/v1/items", "read")
+        tenant = authenticate(request)
+        await admit(request, tenant, "read")
+        return await forward(request, tenant, "core", "/v1/items")
 
     @app.post("/v1/items")
     async def create_item(request: Request):
-        return await forward(request, "core", "/v1/items", "write")
+        tenant = authenticate(request)
+        await admit(request, tenant, "write")
+        return await forward(request, tenant, "core", "/v1/items")
 
     @app.get("/v1/items/{item_id}")
     async def get_item(item_id: int, request: Request):
-        return await forward(request, "core", f"/v1/items/{item_id}", "read")
+        tenant = authenticate(request)
+        await admit(request, tenant, "read")
+        return await forward(request, tenant, "core", f"/v1/items/{item_id}")
 
     @app.post("/v1/tools/{tool}")
     async def call_tool(tool: str, request: Request):
-        if tool not in catalog.label_sets["tool"]:
+        tenant = authenticate(request)
+        if tool not in tools:
             raise ApiError("NOT_FOUND")
-        return await forward(request, "office", f"/v1/tools/{tool}", "tool", session_type="mcp")
+        ctx = current()
+        if ctx is not None:
+            ctx.tool = tool
+        return await forward(request, tenant, "office", f"/v1/tools/{tool}", session_type="mcp")
+
+    @audited(obs, "webhook.delivery_min",
+             lambda ok, dest, event: {"dest": dest, "state": "delivered" if ok else "failed"})
+    async def deliver_webhook(dest: str, event: str) -> bool:
+        """One delivery attempt; whether the destination took it."""
+        start = time.perf_counter()
+        with slow(obs, "webhook_delivery", SLOW_WEBHOOK_MS):
+            try:
+                r = await app.state.http.post(f"{sink}/{dest}", json={"event": event}, headers=downstream_headers())
+                ok = r.status_code < 300
+            except httpx.HTTPError:
+                ok = False
+        obs.metrics.labels("webhook_delivery_duration_seconds", dest=dest).observe(time.perf_counter() - start)
+        obs.metrics.labels("webhook_delivery_total", dest=dest, ok="true" if ok else "false").inc()
+        return ok
 
     @app.post("/v1/webhooks")
     async def deliver(body: Webhook, request: Request):
-        tenant = authenticate(request)
+        authenticate(request)
         if body.dest not in dests:
             raise ApiError("INVALID_ARGUMENT")
-        start = time.perf_counter()
-        try:
-            r = await app.state.http.post(f"{sink}/{body.dest}", json={"event": body.event},
-                                          headers=downstream_headers(tenant))
-            ok = r.status_code < 300
-        except httpx.HTTPError:
-            ok = False
-        obs.metrics.labels("webhook_delivery_duration_seconds", dest=body.dest).observe(time.perf_counter() - start)
-        obs.metrics.labels("webhook_delivery_total", dest=body.dest, ok="true" if ok else "false").inc()
-        obs.trails.append("webhook.delivery_min", scope="gateway", actor=tenant, tenant=tenant,
-                          data={"dest": body.dest, "state": "delivered" if ok else "failed"})
-        if not ok:
+        if not await deliver_webhook(body.dest, body.event):
             raise ApiError("UPSTREAM_UNAVAILABLE")
         return JSONResponse({"delivered": True}, status_code=202)
 
@@ -192,9 +223,9 @@ def create_app(catalog: Catalog, data_dir: Path, node: str = "n1", admin_token: 
             raise ApiError("INTERNAL")
         return {"url": url, "expires_in": 600}
 
+    app.state.background.append(refresher)
+    obs.reload_hooks.append(lambda stage: refresh_now.set())
     obs.health.add_check("jwks", lambda: (bool(jwks_state["keys"]) and jwks_state["failures"] < 3,
                                           f"{len(jwks_state['keys'])} keys, age {time.time() - jwks_state['fetched']:.0f}s"))
-    for name in ("policy", "core", "office"):
-        obs.health.add_check(name, lambda url=urls[name]: reachable(url))
-    app.state.refresh_jwks = refresh_jwks
+    add_peer_checks(app, obs, {name: urls[name] for name in ("policy", "core", "office")})
     return app

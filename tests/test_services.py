@@ -1,5 +1,6 @@
 """The four reference services as real processes: routing through the gateway, JWT checks,
-backpressure and rate limits with exact retry_after_ms, WebSocket replay, JWKS failures."""
+backpressure and rate limits with exact retry_after_ms, WebSocket replay and reconnect timing,
+JWKS failures, health probes, and the trails of sensitive operations."""
 
 from __future__ import annotations
 
@@ -96,8 +97,22 @@ def test_the_gateway_refuses_bad_tokens(stack, header):
     assert r.status_code == 401 and r.json()["error"]["token"] == "UNAUTHORIZED"
 
 
+def test_a_malformed_request_through_the_gateway_stays_the_clients_mistake(stack):
+    gw = stack["url"]["gateway"]
+    before = metric(gw, "gateway_http_requests_total", route="/v1/items", code="400")
+    r = httpx.post(f"{gw}/v1/items", json={"kind": "NOT VALID"}, headers=auth(stack))
+    assert r.status_code == 400 and r.json()["error"]["token"] == "INVALID_ARGUMENT"
+    assert metric(gw, "gateway_http_requests_total", route="/v1/items", code="400") == before + 1
+    assert metric(gw, "gateway_http_requests_total", code="502") == 0
+
+
 def test_induced_backpressure_answers_with_a_retry_after_ms_correct_to_the_refill(stack):
-    policy, gw = stack["url"]["policy"], stack["url"]["gateway"]
+    policy, gw, office = stack["url"]["policy"], stack["url"]["gateway"], stack["url"]["office"]
+    counted = {"gateway": lambda: metric(gw, "gateway_backpressure_total", session_type="mcp"),
+               "policy": lambda: metric(policy, "policy_eval_total", decision="backpressure"),
+               "office": lambda: metric(office, "office_mcp_call_total", ok="false", err="BACKPRESSURE"),
+               "evaluations": lambda: metric(policy, "policy_eval_total")}
+    before = {name: count() for name, count in counted.items()}
     set_flags(policy, quota_override=2.0)  # 2 tokens/s, burst 2
     try:
         answers = [httpx.post(f"{gw}/v1/tools/create_task", json={}, headers=auth(stack)) for _ in range(8)]
@@ -108,11 +123,29 @@ def test_induced_backpressure_answers_with_a_retry_after_ms_correct_to_the_refil
         # One token at 2 tokens/s is at most 500 ms away.
         assert 0 < error["retry_after_ms"] <= 500
         assert int(refused[0].headers["retry-after"]) == 1
-        assert metric(gw, "gateway_backpressure_total", session_type="mcp") >= len(refused)
-        assert metric(policy, "policy_eval_total", decision="backpressure") >= len(refused)
-        assert metric(stack["url"]["office"], "office_mcp_call_total", ok="false", err="BACKPRESSURE") == 0
+        rise = {name: count() - before[name] for name, count in counted.items()}
+        # Each refusal is counted once by policy, office and the gateway; one evaluation per tool call.
+        assert rise == {"gateway": len(refused), "policy": len(refused), "office": len(refused), "evaluations": 8}
     finally:
         set_flags(policy, quota_override=None)
+
+
+def test_a_tenant_over_its_quota_gets_rate_limit_through_the_gateway(stack):
+    policy, gw = stack["url"]["policy"], stack["url"]["gateway"]
+    quotas = Path(stack["data"]) / "spool" / "policy-quotas.json"
+    quotas.write_text(json.dumps({"write": [1, 2]}))  # 1 token/s, burst 2
+    try:
+        assert httpx.post(f"{policy}/_reload?stage=next", headers={"x-admin-token": ADMIN}).status_code == 200
+        answers = [httpx.post(f"{gw}/v1/items", json={"kind": "doc", "size": 1}, headers=auth(stack)) for _ in range(4)]
+        limited = [a for a in answers if a.status_code == 429]
+        assert [a.status_code for a in answers[:2]] == [201, 201] and limited
+        error = limited[0].json()["error"]
+        # One token at 1 token/s is at most 1000 ms away.
+        assert error["token"] == "RATE_LIMIT" and 0 < error["retry_after_ms"] <= 1000
+        assert metric(gw, "gateway_http_requests_total", route="/v1/items", code="429") >= len(limited)
+    finally:
+        quotas.unlink()
+        httpx.post(f"{policy}/_reload?stage=next", headers={"x-admin-token": ADMIN}).raise_for_status()
 
 
 def test_policy_rate_limits_a_tenant_with_the_time_until_its_bucket_refills(stack):
@@ -129,6 +162,9 @@ def test_policy_rate_limits_a_tenant_with_the_time_until_its_bucket_refills(stac
     # 40 tokens at 40 tokens/s are at most 1000 ms away.
     assert 0 < limited[0]["retry_after_ms"] <= 1000
     assert httpx.post(f"{policy}/v1/eval", json={"tenant": "mallory", "bucket": "read"}).json()["decision"] == "deny"
+    # A cost above the bucket's burst (80) could never be granted: denied, not deferred.
+    too_big = httpx.post(f"{policy}/v1/eval", json={"tenant": "globex", "bucket": "write", "cost": 100}).json()
+    assert too_big == {"decision": "deny"}
 
 
 def test_token_bucket_retry_after_is_exact():
@@ -169,6 +205,26 @@ def test_a_reconnecting_websocket_client_receives_exactly_the_missed_events(stac
     assert metric(office, "office_ws_reconnect_duration_seconds_count") >= 1
 
 
+def test_reconnect_time_counts_from_the_killed_socket(stack):
+    office = stack["url"]["office"]
+    ws_url = office.replace("http", "ws") + "/v1/sessions/s-killed/events"
+    before = metric(office, "office_ws_reconnect_duration_seconds_sum")
+
+    async def scenario() -> float:
+        async with websockets.connect(ws_url) as ws:
+            await ws.recv()
+            ws.transport.abort()  # no close frame
+        await asyncio.sleep(0.3)
+        start = time.perf_counter()
+        async with websockets.connect(f"{ws_url}?last_event_id=0") as ws:
+            assert json.loads(await ws.recv())["type"] == "ready"
+        return time.perf_counter() - start
+
+    reconnect_s = asyncio.run(scenario())
+    measured = metric(office, "office_ws_reconnect_duration_seconds_sum") - before
+    assert 0.25 <= measured <= 0.3 + reconnect_s + 0.2  # the client's time away, not just the replay
+
+
 def test_jwks_failure_injection_counts_consecutive_failures(stack):
     gw = stack["url"]["gateway"]
     set_flags(gw, jwks_fail=True)
@@ -191,6 +247,25 @@ def test_every_metrics_page_passes_promtool_check_metrics(stack, name):
     page = httpx.get(f"{stack['url'][name]}/_metrics").text
     proc = subprocess.run(["promtool", "check", "metrics"], input=page, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", ["gateway", "policy", "core", "office"])
+def test_liveness_answers_while_readiness_reports_dependencies(stack, name):
+    assert httpx.get(f"{stack['url'][name]}/_health?probe=live").json() == {"status": "ok", "live": True}
+    ready = httpx.get(f"{stack['url'][name]}/_health").json()
+    assert ready["ready"] is True and all(check["ok"] for check in ready["checks"].values())
+
+
+def test_sensitive_operations_and_refusals_leave_trails(stack):
+    gw = stack["url"]["gateway"]
+    assert httpx.get(f"{gw}/v1/items", headers={"x-tenant": "acme"}).status_code == 401
+    assert httpx.post(f"{gw}/v1/webhooks", json={"dest": "billing"}, headers=auth(stack)).status_code == 202
+    records = [json.loads(line) for path in (Path(stack["data"]) / "spool").rglob("audit/**/*.ndjson")
+               for line in path.read_text().splitlines()]
+    kinds = {r["kind"] for r in records}
+    assert {"auth.login_min", "webhook.delivery_min", "access.denied_min"} <= kinds
+    denied = [r for r in records if r["kind"] == "access.denied_min"][-1]
+    assert denied["actor"] == "unknown" and denied["data"] == {"reason": "no_token", "route": "/v1/items"}
 
 
 def test_reload_is_audited_and_logs_hold_no_forbidden_fields(stack):
