@@ -96,31 +96,53 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def bench_overhead(catalog: Catalog, rounds: int = 3, seconds: float = 4.0, connections: int = 16, progress=print) -> dict:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc): what a request costs, whatever the steal."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measure(ctx, catalog: Catalog, instrumented: bool, data_dir: str, seconds: float, connections: int) -> tuple[float, float]:
+    """(req/s, server CPU microseconds per request) of one fresh server under load from the other core."""
+    port = _free_port()
+    server = ctx.Process(target=_serve, args=(catalog, instrumented, port, data_dir), daemon=True)
+    server.start()
+    try:
+        _wait_port(port)
+        asyncio.run(_load(port, 0.5, connections))  # warm-up
+        queue = ctx.Queue()
+        loader = ctx.Process(target=_load_process, args=(port, seconds, connections, queue))
+        cpu_before = _cpu_seconds(server.pid)
+        loader.start()
+        count = queue.get(timeout=seconds + 30)
+        cpu = _cpu_seconds(server.pid) - cpu_before
+        loader.join()
+    finally:
+        server.terminate()
+        server.join()
+    return count / seconds, cpu / count * 1e6
+
+
+def bench_overhead(catalog: Catalog, rounds: int = 6, seconds: float = 4.0, connections: int = 16, progress=print) -> dict:
+    """Bare and instrumented servers in alternating order (ABBA), so a drift of the machine's speed
+    during the run weighs on both; the ratio is the median of each round's instrumented/bare pair."""
     ctx = multiprocessing.get_context("spawn")
-    results: dict[str, list[float]] = {"bare": [], "instrumented": []}
+    rps: dict[str, list[float]] = {"bare": [], "instrumented": []}
+    cpu: dict[str, list[float]] = {"bare": [], "instrumented": []}
     with tempfile.TemporaryDirectory() as data_dir:
         for round_no in range(rounds):
-            for kind in ("bare", "instrumented"):
-                port = _free_port()
-                server = ctx.Process(target=_serve, args=(catalog, kind == "instrumented", port, data_dir), daemon=True)
-                server.start()
-                try:
-                    _wait_port(port)
-                    asyncio.run(_load(port, 0.5, connections))  # warm-up
-                    queue = ctx.Queue()
-                    loader = ctx.Process(target=_load_process, args=(port, seconds, connections, queue))
-                    loader.start()
-                    count = queue.get(timeout=seconds + 30)
-                    loader.join()
-                finally:
-                    server.terminate()
-                    server.join()
-                results[kind].append(count / seconds)
-                progress(f"round {round_no + 1}/{rounds} {kind}: {count / seconds:,.0f} req/s")
-    bare, inst = statistics.median(results["bare"]), statistics.median(results["instrumented"])
-    return {"bench": "overhead", "bare_rps": round(bare), "instrumented_rps": round(inst),
-            "ratio": round(inst / bare, 3), "overhead_pct": round((1 - inst / bare) * 100, 1),
+            order = ("bare", "instrumented") if round_no % 2 == 0 else ("instrumented", "bare")
+            for kind in order:
+                rate, cost = _measure(ctx, catalog, kind == "instrumented", data_dir, seconds, connections)
+                rps[kind].append(rate)
+                cpu[kind].append(cost)
+                progress(f"round {round_no + 1}/{rounds} {kind}: {rate:,.0f} req/s, {cost:.0f} us CPU/request")
+    ratio = statistics.median(i / b for i, b in zip(rps["instrumented"], rps["bare"]))
+    cpu_bare, cpu_inst = statistics.median(cpu["bare"]), statistics.median(cpu["instrumented"])
+    return {"bench": "overhead", "bare_rps": round(statistics.median(rps["bare"])),
+            "instrumented_rps": round(statistics.median(rps["instrumented"])), "ratio": round(ratio, 3),
+            "overhead_pct": round((1 - ratio) * 100, 1), "bare_cpu_us_per_request": round(cpu_bare, 1),
+            "instrumented_cpu_us_per_request": round(cpu_inst, 1), "middleware_cpu_us_per_request": round(cpu_inst - cpu_bare, 1),
             "rounds": rounds, "goal_overhead_pct_max": 5}
 
 

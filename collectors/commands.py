@@ -20,7 +20,7 @@ def _emit(result: dict) -> None:
 
 
 @bench_app.command("overhead")
-def overhead(rounds: int = typer.Option(3, help="Alternating bare/instrumented rounds."),
+def overhead(rounds: int = typer.Option(6, help="Rounds, each a bare and an instrumented server in alternating order."),
              seconds: float = typer.Option(4.0, help="Load duration per round."),
              catalog: Path = typer.Option(Path("stack.yaml"), "--catalog")) -> None:
     """req/s of a trivial endpoint with the full middleware vs the same app bare."""
