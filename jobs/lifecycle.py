@@ -1,34 +1,56 @@
 """Retention from the catalog, enforced on the local store the way MinIO's lifecycle does on S3.
 
-Logs are kept `retention.logs_days`, audit `retention.audit_days.default` (within min..max).
-A whole day folder expires at once; `vigia verify` accepts a chain whose older links expired.
+One policy: logs (and their quarantine) are kept `retention.logs_days`; audit trails (and their
+quarantine) one value within `retention.audit_days` min..max, `default` unless chosen with
+`--audit-days`. The MinIO rules, the local store and verify's idea of "expired" all come from
+`retention_days`. A whole day folder expires at once; `state/` (the chains' heads and the Merkle
+log's frontier) and `keys/` never expire, so expiry never restarts a chain or the log.
 """
 
 from __future__ import annotations
 
 from datetime import date, timedelta
 
+from jobs import manifest as mf
 from vigia.model import Catalog
 
-
-def retention_days(catalog: Catalog) -> dict[str, int]:
-    return {catalog.storage.logs_prefix: catalog.retention.logs_days,
-            catalog.storage.audit_prefix: catalog.retention.audit_days.default}
+QUARANTINE = "quarantine"
 
 
-def expired_keys(store, catalog: Catalog, today: date) -> list[str]:
+def audit_days(catalog: Catalog, chosen: int | None = None) -> int:
+    """The audit retention policy: `chosen` if given (within min..max), else the catalog's default."""
+    policy = catalog.retention.audit_days
+    if chosen is None:
+        return policy.default
+    if not policy.min <= chosen <= policy.max:
+        raise ValueError(f"audit retention must be {policy.min}..{policy.max} days (retention.audit_days), not {chosen}")
+    return chosen
+
+
+def retention_days(catalog: Catalog, audit: int | None = None) -> dict[str, int]:
+    """Key prefix of day folders -> days they are kept."""
+    s, logs, trails = catalog.storage, catalog.retention.logs_days, audit_days(catalog, audit)
+    return {s.logs_prefix: logs, s.audit_prefix: trails,
+            f"{QUARANTINE}/logs": logs, f"{QUARANTINE}/audit": trails}
+
+
+def expired(catalog: Catalog, prefix: str, day: str, today: date, audit: int | None = None) -> bool:
+    """Has `day` under `prefix` passed its retention, so lifecycle may have removed it?"""
+    return day < (today - timedelta(days=retention_days(catalog, audit)[prefix])).isoformat()
+
+
+def expired_keys(store, catalog: Catalog, today: date, audit: int | None = None) -> list[str]:
     out = []
-    for prefix, days in retention_days(catalog).items():
-        cutoff = (today - timedelta(days=days)).isoformat()
+    for prefix in retention_days(catalog, audit):
         for key in store.list(f"{prefix}/"):
-            parts = key.split("/")
-            if len(parts) >= 5 and "-".join(parts[1:4]) < cutoff:
+            found = mf.day_file(prefix, key)
+            if found and expired(catalog, prefix, found[0], today, audit):
                 out.append(key)
     return out
 
 
-def enforce(store, catalog: Catalog, today: date) -> list[str]:
-    keys = expired_keys(store, catalog, today)
+def enforce(store, catalog: Catalog, today: date, audit: int | None = None) -> list[str]:
+    keys = expired_keys(store, catalog, today, audit)
     for key in keys:
         store.delete(key)
     return keys

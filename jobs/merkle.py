@@ -1,13 +1,21 @@
-"""RFC 6962 Merkle trees: root, inclusion proofs and consistency proofs, with their verifiers.
+"""RFC 6962 Merkle trees for a log that only grows: roots, inclusion and consistency proofs, verifiers.
 
 Leaf hash = SHA-256(0x00 || leaf), node hash = SHA-256(0x01 || left || right); a tree of n leaves
 splits at the largest power of two below n (RFC 6962 §2.1). Verification follows RFC 9162 §2.1.3.2
 and §2.1.4.2.
+
+Nobody holds the whole log: a `Tree` is the log's *frontier* at size `base` (the roots of the perfect
+subtrees that make up the first `base` leaves, largest first, one per set bit of `base`) plus the
+leaves appended since. Every hash a new root, a new frontier, a consistency proof from `base` or an
+inclusion proof of an appended leaf needs is either a frontier node or built from appended leaves,
+so days that expired from the store never restart the log.
 """
 
 from __future__ import annotations
 
 import hashlib
+
+EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -28,20 +36,76 @@ def _split(n: int) -> int:
 def root(leaves: list[bytes]) -> bytes:
     """Merkle tree hash of leaf hashes (the empty tree hashes to SHA-256 of nothing)."""
     if not leaves:
-        return hashlib.sha256(b"").digest()
+        return EMPTY_ROOT
     if len(leaves) == 1:
         return leaves[0]
     k = _split(len(leaves))
     return node_hash(root(leaves[:k]), root(leaves[k:]))
 
 
-def inclusion_proof(index: int, leaves: list[bytes]) -> list[bytes]:
-    if len(leaves) <= 1:
-        return []
-    k = _split(len(leaves))
-    if index < k:
-        return inclusion_proof(index, leaves[:k]) + [root(leaves[k:])]
-    return inclusion_proof(index - k, leaves[k:]) + [root(leaves[:k])]
+def frontier_ranges(size: int) -> list[tuple[int, int]]:
+    """The [start, end) of each perfect subtree a tree of `size` leaves is made of, largest first."""
+    ranges, start, bit = [], 0, 1 << max(size.bit_length() - 1, 0)
+    while bit and size:
+        if size & bit:
+            ranges.append((start, start + bit))
+            start += bit
+        bit >>= 1
+    return ranges
+
+
+class Tree:
+    """A log of `base` leaves known by their frontier, followed by `leaves` (leaf hashes)."""
+
+    def __init__(self, base: int, frontier: list[bytes], leaves: list[bytes]):
+        ranges = frontier_ranges(base)
+        if len(ranges) != len(frontier):
+            raise ValueError(f"a frontier of {len(frontier)} hashes cannot describe {base} leaves")
+        self.base, self.leaves, self.size = base, leaves, base + len(leaves)
+        self._known = dict(zip(ranges, frontier))
+
+    def hash(self, lo: int, hi: int) -> bytes:
+        """Merkle tree hash of leaves [lo, hi)."""
+        if (lo, hi) in self._known:
+            return self._known[(lo, hi)]
+        if lo >= self.base:
+            return root(self.leaves[lo - self.base:hi - self.base])
+        if hi - lo <= 1:
+            raise ValueError(f"leaf {lo} lies inside the frontier: only leaves from {self.base} on are known")
+        k = _split(hi - lo)
+        return node_hash(self.hash(lo, lo + k), self.hash(lo + k, hi))
+
+    def root(self) -> bytes:
+        return self.hash(0, self.size) if self.size else EMPTY_ROOT
+
+    def frontier(self) -> list[bytes]:
+        return [self.hash(lo, hi) for lo, hi in frontier_ranges(self.size)]
+
+    def inclusion_proof(self, index: int) -> list[bytes]:
+        """Audit path of leaf `index` (global position, at least `base`) in the tree of `size` leaves."""
+        return self._path(index, 0, self.size)
+
+    def _path(self, m: int, lo: int, hi: int) -> list[bytes]:
+        if hi - lo <= 1:
+            return []
+        k = _split(hi - lo)
+        if m < lo + k:
+            return self._path(m, lo, lo + k) + [self.hash(lo + k, hi)]
+        return self._path(m, lo + k, hi) + [self.hash(lo, lo + k)]
+
+    def consistency_proof(self) -> list[bytes]:
+        """Proof that the tree of `base` leaves is a prefix of this one (RFC 6962 §2.1.2 SUBPROOF)."""
+        if self.base in (0, self.size):
+            return []
+        return self._subproof(self.base, 0, self.size, True)
+
+    def _subproof(self, m: int, lo: int, hi: int, whole: bool) -> list[bytes]:
+        if m == hi:
+            return [] if whole else [self.hash(lo, hi)]
+        k = _split(hi - lo)
+        if m <= lo + k:
+            return self._subproof(m, lo, lo + k, whole) + [self.hash(lo + k, hi)]
+        return self._subproof(m, lo + k, hi, False) + [self.hash(lo, lo + k)]
 
 
 def verify_inclusion(index: int, size: int, leaf: bytes, proof: list[bytes], expected_root: bytes) -> bool:
@@ -62,23 +126,6 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: list[bytes], exp
         fn >>= 1
         sn >>= 1
     return sn == 0 and r == expected_root
-
-
-def consistency_proof(m: int, leaves: list[bytes]) -> list[bytes]:
-    """Proof that the first m leaves are a prefix of `leaves` (RFC 6962 §2.1.2 SUBPROOF)."""
-    if m == 0 or m == len(leaves):
-        return []
-    return _subproof(m, leaves, True)
-
-
-def _subproof(m: int, leaves: list[bytes], whole: bool) -> list[bytes]:
-    n = len(leaves)
-    if m == n:
-        return [] if whole else [root(leaves)]
-    k = _split(n)
-    if m <= k:
-        return _subproof(m, leaves[:k], whole) + [root(leaves[k:])]
-    return _subproof(m - k, leaves[k:], False) + [root(leaves[:k])]
 
 
 def verify_consistency(m: int, n: int, old_root: bytes, new_root: bytes, proof: list[bytes]) -> bool:

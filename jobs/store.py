@@ -3,6 +3,8 @@
 Both keep the identical key layout (`logs/yyyy/mm/dd/...`, `audit/...`), so a store downloaded
 from S3 verifies offline like the live one. Every `put` is verified: S3 checks the SHA-256 the
 client sends (`ChecksumSHA256`) and we read the metadata back; the local store re-reads and hashes.
+Only S3's "no such key" reads as absent (`exists` False, `get` KeyError); any other S3 error is a
+StoreError naming the key, so an outage never looks like an empty store.
 
 Environment (S3): AWS_ENDPOINT_URL or VIGIA_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_DEFAULT_REGION.
@@ -67,7 +69,8 @@ class LocalStore:
         folder = base if base.is_dir() else base.parent
         if not folder.exists():
             return []
-        keys = (p.relative_to(self.root).as_posix() for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        # Dotfiles too: verify must see everything the store holds (and names a put's leftover temp file).
+        keys = (p.relative_to(self.root).as_posix() for p in folder.rglob("*") if p.is_file())
         return sorted(k for k in keys if k.startswith(prefix))
 
     def delete(self, key: str) -> None:
@@ -104,27 +107,43 @@ class S3Store:
     def get(self, key: str) -> bytes:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except self.client.exceptions.NoSuchKey:
-            raise KeyError(key) from None
+        except Exception as exc:  # noqa: BLE001 - only a missing key is a KeyError; the rest is an outage
+            if _missing(exc):
+                raise KeyError(key) from None
+            raise StoreError(f"{key}: {type(exc).__name__}: {exc}") from None
 
     def exists(self, key: str) -> bool:
+        """False only when S3 says the key is not there: a 503 or a timeout must never read as "absent"."""
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
             return True
-        except Exception:  # noqa: BLE001
-            return False
+        except Exception as exc:  # noqa: BLE001
+            if _missing(exc):
+                return False
+            raise StoreError(f"{key}: {type(exc).__name__}: {exc}") from None
 
     def list(self, prefix: str = "") -> list[str]:
         keys = []
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
-            for item in page.get("Contents", []):
-                key = item["Key"]
-                keys.append(key[len(self.prefix) + 1:] if self.prefix else key)
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                for item in page.get("Contents", []):
+                    key = item["Key"]
+                    keys.append(key[len(self.prefix) + 1:] if self.prefix else key)
+        except Exception as exc:  # noqa: BLE001
+            raise StoreError(f"listing {prefix or '/'}: {type(exc).__name__}: {exc}") from None
         return sorted(keys)
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:  # noqa: BLE001
+            raise StoreError(f"{key}: {type(exc).__name__}: {exc}") from None
+
+
+def _missing(exc: Exception) -> bool:
+    """Is this botocore error S3's "no such key" (GET says NoSuchKey, HEAD only 404)?"""
+    response = getattr(exc, "response", None)
+    return isinstance(response, dict) and str(response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound")
 
 
 def open_store(url: str):

@@ -77,7 +77,7 @@ def register_prove(app: typer.Typer) -> None:
               rate: float = typer.Option(5000, help="Steady load, requests per minute."),
               duration: int = typer.Option(120, help="Seconds of steady load."),
               fault_seconds: int = typer.Option(300, help="Longest wait for the induced alerts."),
-              quick: bool = typer.Option(False, help="The bounded proof CI runs: 60 s steady, no chaos-light or capacity steps."),
+              quick: bool = typer.Option(False, help="The bounded proof CI runs: 45 s steady, no chaos-light or capacity steps."),
               report: Path = typer.Option(Path("reports/latest"), help="Folder for report.json, report.md and PNGs.")) -> None:
         """Prove seed 004's definition of done (or the named scenarios) against the running embedded stack."""
         from loadtests import prove as job
@@ -86,7 +86,7 @@ def register_prove(app: typer.Typer) -> None:
 
         model = load_catalog(catalog)
         if quick:
-            duration = 60
+            duration = 45
         try:
             if scenario:
                 checks = job.prove_scenarios(model, catalog, data, scenario, rate, duration, fault_seconds, report, echo=typer.echo)

@@ -20,7 +20,7 @@ from jobs import lifecycle, privacy
 from jobs.store import LocalStore
 from jobs.verify import verify
 from tests.spool import write_spool
-from tests.test_rollup import D1, D2, cli
+from tests.test_rollup import D1, D2, cli, trusted
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,8 +84,9 @@ def test_the_audit_bundle_verifies_offline_and_a_tampered_one_does_not(shipped, 
         names = tar.getnames()
     assert "bundle.json" in names and any(n.startswith("keys/rollup-") for n in names)
     assert not any(n.endswith(".zst") and D1.replace("-", "/") in n for n in names)
-    ok = cli("verify", "--bundle", str(out))
-    assert ok.returncode == 0 and "1/1 valid" in ok.stdout, ok.stderr
+    ok = cli("verify", "--bundle", str(out), "--key-file", str(shipped["tmp"] / "key"))
+    assert ok.returncode == 0 and "audit objects: 1/1 valid" in ok.stdout and "audit checkpoints: 1/1 valid" in ok.stdout, ok.stderr
+    assert not any(line.startswith("logs ") for line in ok.stdout.splitlines())  # a bundle holds trails only
     tampered = tmp_path / "tampered.tar.gz"
     with tarfile.open(out) as src, tarfile.open(tampered, "w:gz") as dst:
         for member in src.getmembers():
@@ -95,7 +96,7 @@ def test_the_audit_bundle_verifies_offline_and_a_tampered_one_does_not(shipped, 
             member.size = len(data)
             import io
             dst.addfile(member, io.BytesIO(data))
-    bad = cli("verify", "--bundle", str(tampered))
+    bad = cli("verify", "--bundle", str(tampered), "--key-file", str(shipped["tmp"] / "key"))
     assert bad.returncode == 1 and "modified" in bad.stderr
 
 
@@ -104,8 +105,11 @@ def test_lifecycle_expires_old_days_and_the_remaining_chain_still_verifies(catal
     copy = LocalStore(tmp_path / "store")
     shutil.copytree(shipped["store"].root, copy.root)
     pretend_today = date.fromisoformat(D2) + timedelta(days=catalog.retention.logs_days)
+    quarantined = f"quarantine/logs/{D1.replace('-', '/')}/quarantine.ndjson"
+    copy.put(quarantined, b"{}\n")
     removed = lifecycle.enforce(copy, catalog, pretend_today)
     assert removed and all(f"/{D1.replace('-', '/')}/" in k for k in removed if k.startswith("logs/"))
+    assert quarantined in removed and copy.exists("state/audit.json")
     assert copy.list(f"logs/{D2.replace('-', '/')}/")
-    report = verify(copy, catalog, D2, D2, today=pretend_today)
+    report = verify(copy, catalog, D2, D2, trusted(shipped["tmp"] / "key"), today=pretend_today)
     assert report.ok, report.findings

@@ -11,6 +11,8 @@ import traceback
 from pathlib import Path
 
 import typer
+from click import Abort as ClickAbort
+from click import ClickException
 
 from vigia import catalog as catalog_mod
 from vigia.render import PROFILES
@@ -92,15 +94,16 @@ _register_packages()
 
 def run() -> None:
     """Console entry point: one clear line per error, the trace only with --verbose."""
-    import click
-
+    # typer >= 0.20 ships its own copy of click: usage errors are typer.TyperException then.
+    usage_errors = tuple({getattr(typer, "TyperException", ClickException), ClickException})
+    aborts = tuple({getattr(typer, "Abort", ClickAbort), ClickAbort, KeyboardInterrupt})
     try:
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
-    except click.ClickException as exc:
+    except usage_errors as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (click.Abort, KeyboardInterrupt):
+    except aborts:
         sys.exit(130)
     except SystemExit:
         raise
