@@ -1,16 +1,20 @@
 """`instrument(app, obs)`: the middleware plus the debug endpoints of seed 004 §5.1.
 
-/_health (live, ready, per-dependency checks), /_metrics (Prometheus text), /_trace/{trace_id}
-(request metadata only), /_reload?stage=next (admin token, writes an `ops.reload` trail),
-/_flags (GET; POST with the admin token changes runtime flags). Validation errors and the
-framework's HTTP errors are answered as ErrorTokens like everything else. On startup a task flushes the
-log buffer every second; on shutdown the logs and trails are closed (fsynced).
+/_health (readiness by default: 503 while a dependency check fails; `?probe=live` is liveness, 200
+while the process serves), /_metrics (Prometheus text), /_trace/{trace_id} (request metadata only),
+/_reload?stage=next (admin token; runs `obs.reload_hooks`, sync or async, then writes an
+`ops.reload` trail), /_flags (GET; POST with the admin token changes runtime flags). Validation
+errors and the framework's HTTP errors are answered as ErrorTokens like everything else. On startup
+a task flushes the log buffer every second and the async health checks start running in the
+background; on shutdown both stop and the logs and trails are closed (fsynced).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import inspect
+from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,7 +35,12 @@ def instrument(app: FastAPI, obs, admin_token: str | None = None) -> FastAPI:
         if not admin_token or not hmac.compare_digest(given.encode(), admin_token.encode()):
             raise ApiError("UNAUTHORIZED")
 
-    async def health() -> Response:
+    async def health(probe: Literal["live", "ready"] = "ready") -> Response:
+        """Liveness (`?probe=live`) is 200 while the process serves: restarting a healthy process
+        because a dependency is down would not help. Readiness (the default) is 503 while a check
+        fails. Neither waits on I/O: async checks are read from their last background run."""
+        if probe == "live":
+            return JSONResponse({"status": "ok", "live": True})
         report = obs.health.report()
         return JSONResponse(report, status_code=200 if report["ready"] else 503)
 
@@ -48,8 +57,10 @@ def instrument(app: FastAPI, obs, admin_token: str | None = None) -> FastAPI:
         require_admin(request)
         if stage != "next":
             raise ApiError("INVALID_ARGUMENT")
-        for hook in obs.reload_hooks:
-            hook(stage)
+        for hook in obs.reload_hooks:  # in order; an async hook is awaited before the next one and the trail
+            result = hook(stage)
+            if inspect.isawaitable(result):
+                await result
         ctx = context.current()
         obs.trails.append("ops.reload", scope=obs.component, actor="admin",
                           refs=[ctx.correlation_id] if ctx else [], data={"stage": stage})
@@ -84,10 +95,13 @@ def instrument(app: FastAPI, obs, admin_token: str | None = None) -> FastAPI:
 
     async def start() -> None:
         tasks.append(asyncio.create_task(flush_every_second()))
+        obs.health.start()
 
     async def stop() -> None:
+        await obs.health.stop()
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         obs.close()
 
     app.router.on_startup.append(start)

@@ -7,7 +7,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry
 
@@ -37,7 +37,8 @@ class Observability:
     health: Health
     errors: ErrorTokens
     otlp: object | None = None
-    reload_hooks: list[Callable[[str], None]] = field(default_factory=list)
+    # `hook(stage)` run by /_reload in order, sync or `async def` (awaited), before its ops.reload trail.
+    reload_hooks: list[Callable[[str], None | Awaitable[None]]] = field(default_factory=list)
     traces: OrderedDict = field(default_factory=OrderedDict)
 
     @classmethod

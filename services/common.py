@@ -1,27 +1,60 @@
 """What every reference service shares: an instrumented FastAPI app, peers, one HTTP client,
-background tasks, health checks that never wait on the network, and ErrorTokens across hops."""
+background tasks, peer health checks, and ErrorTokens across hops.
+
+The HTTP client is one aiohttp ClientSession per app (`app.state.http`), created at startup and
+closed at shutdown: pooled keep-alive connections to the peers, 5 s in total per call and 1 s to
+connect. `call()` is the one way services use it: it answers `(status, body bytes)` and turns a
+connection error or a timeout into UPSTREAM_UNAVAILABLE.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+from functools import lru_cache
 from pathlib import Path
-from typing import Awaitable, Callable, Literal
 
-import httpx
+import aiohttp
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
+from yarl import URL
 
 from collectors import ApiError, Observability, instrument
 from collectors.context import current
 from collectors.errortoken import ErrorTokens
 from vigia.model import Catalog
 
-TIMEOUT = httpx.Timeout(5.0, connect=1.0)
-CHECK_EVERY_S = 2.0  # how often background health checks run; /_health reports their last answer
-CHECK_TIMEOUT = httpx.Timeout(0.5)
+# Pool waits count against the total, not the connect timeout (sock_connect is the TCP connect).
+TIMEOUT = aiohttp.ClientTimeout(total=5.0, sock_connect=1.0)
+CHECK_TIMEOUT = aiohttp.ClientTimeout(total=0.5)
+MAX_CONNECTIONS = 200  # pooled connections, across all peers
+# An idle pooled connection is dropped after this: below uvicorn's own keep-alive (5 s), so the
+# client never sends on a connection the server is closing at that moment.
+KEEPALIVE_S = 4.0
+JSON = "application/json"
+PeerErrors = (aiohttp.ClientError, TimeoutError)  # what a call raises when the peer did not answer
 
-AsyncCheck = Callable[[], Awaitable[tuple[bool, str]]]
+
+def new_session() -> aiohttp.ClientSession:
+    """A pooled, keep-alive client for the peers. Call from inside the running event loop."""
+    connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, keepalive_timeout=KEEPALIVE_S)
+    return aiohttp.ClientSession(connector=connector, timeout=TIMEOUT, raise_for_status=False,
+                                 skip_auto_headers=("User-Agent",))
+
+
+async def call(http: aiohttp.ClientSession, method: str, url: str | URL, *, body: bytes | None = None,
+               headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """One request to a peer: (status, body), the body as bytes (passed on or parsed once by the
+    caller). A peer that does not answer (refused, reset, timed out) raises UPSTREAM_UNAVAILABLE."""
+    try:
+        async with http.request(method, url, data=body, headers=headers) as response:
+            return response.status, await response.read()
+    except PeerErrors:
+        raise ApiError("UPSTREAM_UNAVAILABLE") from None
+
+
+def json_body(value) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def peer_urls(catalog: Catalog, overrides: dict[str, str] | None = None) -> dict[str, str]:
@@ -33,8 +66,9 @@ def peer_urls(catalog: Catalog, overrides: dict[str, str] | None = None) -> dict
 
 def make_app(catalog: Catalog, component: str, data_dir: Path, node: str, admin_token: str | None,
              title: str) -> tuple[FastAPI, Observability]:
-    """The app, its Observability, and `app.state.background`: coroutine functions that run as tasks
-    from startup to shutdown (cancelled before the shared HTTP client closes)."""
+    """The app, its Observability, `app.state.http` (the shared client, from startup to shutdown) and
+    `app.state.background`: coroutine functions that run as tasks from startup to shutdown
+    (cancelled, with the health checks, before the client closes)."""
     obs = Observability.from_catalog(catalog, component, Path(data_dir), node,
                                      signing_keys_dir=Path(data_dir) / "keys")
     app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
@@ -43,62 +77,51 @@ def make_app(catalog: Catalog, component: str, data_dir: Path, node: str, admin_
     tasks: list[asyncio.Task] = []
 
     async def start() -> None:
-        app.state.http = httpx.AsyncClient(timeout=TIMEOUT, limits=httpx.Limits(max_connections=200))
+        app.state.http = new_session()
         tasks.extend(asyncio.create_task(run()) for run in app.state.background)
 
     async def stop() -> None:
+        await obs.health.stop()  # its checks use the client; instrument() would stop it later
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await app.state.http.aclose()
+        if app.state.http is not None:
+            await app.state.http.close()
 
-    # Registered before instrument() adds its own /_health, so this one answers (first match wins).
-    # TODO(collectors): drop once collectors' /_health knows `probe=live`.
-    async def health(probe: Literal["live", "ready"] = "ready") -> Response:
-        """Liveness (`?probe=live`) is 200 while the process serves: restarting a healthy process
-        because a peer is down would not help. Readiness (the default) is 503 while a dependency is down."""
-        if probe == "live":
-            return JSONResponse({"status": "ok", "live": True})
-        report = obs.health.report()
-        return JSONResponse(report, status_code=200 if report["ready"] else 503)
-
+    # Registered before instrument()'s: the client exists before the health checks start, and
+    # closes before the logs and trails do.
     app.router.on_startup.append(start)
     app.router.on_shutdown.append(stop)
-    app.add_api_route("/_health", health, methods=["GET"], include_in_schema=False)
     instrument(app, obs, admin_token=admin_token)
     return app, obs
 
 
-def add_async_check(app: FastAPI, obs: Observability, name: str, check: AsyncCheck) -> None:
-    """A health check that needs I/O, run every CHECK_EVERY_S by a background task; `/_health`
-    reads its last answer, so a hung dependency never stalls the event loop or the probe."""
-    last = {"answer": (False, "not checked yet")}
-
-    async def run() -> None:
-        while True:
-            try:
-                last["answer"] = await asyncio.wait_for(check(), CHECK_EVERY_S)
-            except Exception as exc:  # noqa: BLE001 - a failing or hung check is a finding, not a dead task
-                last["answer"] = (False, type(exc).__name__)
-            await asyncio.sleep(CHECK_EVERY_S)
-
-    app.state.background.append(run)
-    obs.health.add_check(name, lambda: last["answer"])
+def _failure(exc: BaseException) -> str:
+    """A peer call's failure in words that do not depend on the HTTP client library."""
+    if isinstance(exc, TimeoutError):
+        return "Timeout"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "ConnectError"
+    return type(exc).__name__
 
 
 def add_peer_checks(app: FastAPI, obs: Observability, peers: dict[str, str]) -> None:
     """Readiness depends on each peer being alive (its liveness, not its readiness: one peer's
-    missing dependency must not ripple through every service)."""
+    missing dependency must not ripple through every service). Run in the background by
+    `obs.health`; `/_health` reads the last answer."""
     for name, url in peers.items():
-        async def alive(url: str = url) -> tuple[bool, str]:
+        probe = URL(f"{url}/_health?probe=live")
+
+        async def alive(probe: URL = probe) -> tuple[bool, str]:
             try:
-                status = (await app.state.http.get(f"{url}/_health", params={"probe": "live"},
-                                                   timeout=CHECK_TIMEOUT)).status_code
-            except httpx.HTTPError as exc:
-                return False, f"unreachable ({type(exc).__name__})"
+                async with app.state.http.get(probe, timeout=CHECK_TIMEOUT) as response:
+                    status = response.status
+                    await response.read()
+            except PeerErrors as exc:
+                return False, f"unreachable ({_failure(exc)})"
             return status == 200, f"HTTP {status}"
 
-        add_async_check(app, obs, name, alive)
+        obs.health.add_async_check(name, alive)
 
 
 def downstream_headers(tenant: str | None = None) -> dict[str, str]:
@@ -114,7 +137,7 @@ def downstream_headers(tenant: str | None = None) -> dict[str, str]:
     return headers
 
 
-def downstream_error(response: httpx.Response, errors: ErrorTokens) -> ApiError | None:
+def downstream_error(status: int, body: bytes, errors: ErrorTokens) -> ApiError | None:
     """A peer's answer >= 400 as our ApiError, or None.
 
     Its ErrorToken envelope is relayed as is (retry_after_ms included), so a client's mistake stays
@@ -122,11 +145,10 @@ def downstream_error(response: httpx.Response, errors: ErrorTokens) -> ApiError 
     status (INVALID_ARGUMENT if that token needs a retry_after_ms the peer did not give) and a 5xx
     is UPSTREAM_UNAVAILABLE.
     """
-    status = response.status_code
     if status < 400:
         return None
     try:
-        envelope = response.json()["error"]
+        envelope = json.loads(body)["error"]
         return _valid(ApiError(envelope["token"], retry_after_ms=envelope.get("retry_after_ms")), errors)
     except (ValueError, KeyError, TypeError):
         pass
@@ -143,21 +165,35 @@ def _valid(error: ApiError, errors: ErrorTokens) -> ApiError:
     return error
 
 
-async def ask_policy(http: httpx.AsyncClient, policy_url: str, tenant: str, bucket: str) -> None:
+@lru_cache(maxsize=1024)
+def peer_url(text: str) -> URL:
+    """A fixed peer URL (no ids in it), parsed once."""
+    return URL(text)
+
+
+@lru_cache(maxsize=1024)
+def _eval_request(tenant: str, bucket: str) -> bytes:
+    return json_body({"tenant": tenant, "bucket": bucket})
+
+
+async def ask_policy(http: aiohttp.ClientSession, policy_url: str, tenant: str, bucket: str) -> None:
     """Returns when policy allows; otherwise raises its decision as an ErrorToken, with policy's
-    retry_after_ms. Policy failing to answer is UPSTREAM_UNAVAILABLE."""
-    try:
-        r = await http.post(f"{policy_url}/v1/eval", json={"tenant": tenant, "bucket": bucket},
-                            headers=downstream_headers(tenant))
-    except httpx.HTTPError:
-        raise ApiError("UPSTREAM_UNAVAILABLE") from None
-    if r.status_code != 200:
+    retry_after_ms. Policy failing to answer, or answering something else, is UPSTREAM_UNAVAILABLE."""
+    headers = downstream_headers(tenant)
+    headers["content-type"] = JSON
+    status, body = await call(http, "POST", peer_url(f"{policy_url}/v1/eval"), body=_eval_request(tenant, bucket),
+                              headers=headers)
+    if status != 200:
         raise ApiError("UPSTREAM_UNAVAILABLE")
-    answer = r.json()
-    decision = answer["decision"]
+    try:
+        answer = json.loads(body)
+        decision = answer["decision"]
+        retry_after_ms = answer["retry_after_ms"] if decision in ("backpressure", "rate_limit") else None
+    except (ValueError, KeyError, TypeError):
+        raise ApiError("UPSTREAM_UNAVAILABLE") from None
     if decision == "backpressure":
-        raise ApiError("BACKPRESSURE", retry_after_ms=answer["retry_after_ms"])
+        raise ApiError("BACKPRESSURE", retry_after_ms=retry_after_ms)
     if decision == "rate_limit":
-        raise ApiError("RATE_LIMIT", retry_after_ms=answer["retry_after_ms"])
+        raise ApiError("RATE_LIMIT", retry_after_ms=retry_after_ms)
     if decision == "deny":
         raise ApiError("FORBIDDEN")

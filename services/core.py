@@ -19,7 +19,7 @@ from collectors import ApiError
 from collectors.audit import slow
 from collectors.context import current
 from services.buckets import TokenBucket
-from services.common import add_async_check, make_app
+from services.common import make_app
 from vigia.model import Catalog
 
 # Per-tenant core limits (tokens/s, burst) by bucket kind.
@@ -108,7 +108,7 @@ def create_app(catalog: Catalog, data_dir: Path, node: str = "n1", admin_token: 
         db_thread.shutdown(wait=True)
         db.close()
 
-    add_async_check(app, obs, "db", db_answers)
+    obs.health.add_async_check("db", db_answers)
     obs.reload_hooks.append(optimize)
     app.router.on_shutdown.append(close)
     return app

@@ -12,22 +12,24 @@ too. A peer's ErrorToken is relayed as is; every 401/403 the gateway answers wri
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
 
 import boto3
-import httpx
 import jwt
 from botocore.config import Config
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from yarl import URL
 
 from collectors import ApiError
 from collectors.audit import audited, slow
 from collectors.context import current
-from services.common import add_peer_checks, ask_policy, downstream_error, downstream_headers, make_app, peer_urls
+from services.common import (JSON, add_peer_checks, ask_policy, call, downstream_error, downstream_headers, json_body,
+                             make_app, peer_url, peer_urls)
 from vigia.conventions import OTHER_TENANT
 from vigia.model import Catalog
 
@@ -68,15 +70,18 @@ def create_app(catalog: Catalog, data_dir: Path, node: str = "n1", admin_token: 
                       aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "unset"),
                       config=Config(signature_version="s3v4"))
 
+    jwks_url = peer_url(f"{urls['policy']}/v1/jwks")
+
     async def refresh_jwks() -> bool:
         try:
             if obs.flags.jwks_fail:
-                raise httpx.ConnectError("JWKS refresh failure injected by flag")
-            r = await app.state.http.get(f"{urls['policy']}/v1/jwks")
-            r.raise_for_status()
-            jwks_state["keys"] = {k["kid"]: jwt.PyJWK(k) for k in r.json()["keys"]}
+                raise ConnectionError("JWKS refresh failure injected by flag")
+            status, body = await call(app.state.http, "GET", jwks_url)  # ApiError if policy does not answer
+            if status != 200:
+                raise ValueError(f"JWKS answered HTTP {status}")
+            jwks_state["keys"] = {k["kid"]: jwt.PyJWK(k) for k in json.loads(body)["keys"]}
             jwks_state["fetched"] = time.time()
-        except (httpx.HTTPError, ValueError, KeyError, jwt.PyJWKError):
+        except (ApiError, ConnectionError, ValueError, KeyError, TypeError, jwt.PyJWKError):
             obs.metrics.labels("gateway_jwks_refresh_total", ok="false").inc()
             jwks_state["failures"] += 1
             failures.set(jwks_state["failures"])
@@ -141,18 +146,22 @@ def create_app(catalog: Catalog, data_dir: Path, node: str = "n1", admin_token: 
             raise refuse(request, error, tenant, "policy", "http") from None
 
     async def forward(request: Request, tenant: str, component: str, path: str, session_type: str = "http") -> Response:
-        try:
-            r = await app.state.http.request(request.method, f"{urls[component]}{path}", content=await request.body(),
-                                             params=request.query_params, headers=downstream_headers(tenant)
-                                             | {"content-type": request.headers.get("content-type", "application/json")})
-        except httpx.HTTPError:
-            raise ApiError("UPSTREAM_UNAVAILABLE") from None
-        error = downstream_error(r, obs.errors)
+        """The request to the peer as it came (body bytes and query string passed through, not
+        re-encoded), with our hop headers; the peer's answer relayed as is, or its ErrorToken."""
+        body = await request.body()
+        headers = downstream_headers(tenant)
+        if body:
+            headers["content-type"] = request.headers.get("content-type", JSON)
+        query = request.scope["query_string"]
+        target = f"{urls[component]}{path}?{query.decode('latin-1')}" if query else f"{urls[component]}{path}"
+        status, content = await call(app.state.http, request.method, URL(target, encoded=True),
+                                     body=body or None, headers=headers)
+        error = downstream_error(status, content, obs.errors)
         if error is not None:
             raise refuse(request, error, tenant, "downstream", session_type)
         obs.trails.append("gateway.request_min", scope="gateway", actor=tenant, tenant=tenant,
                           data={"route": request.scope["route"].path, "method": request.method, "cost": 1})
-        return Response(r.content, status_code=r.status_code, media_type="application/json")
+        return Response(content, status_code=status, media_type=JSON)
 
     @app.get("/v1/items")
     async def list_items(request: Request):
@@ -188,10 +197,13 @@ def create_app(catalog: Catalog, data_dir: Path, node: str = "n1", admin_token: 
         """One delivery attempt; whether the destination took it."""
         start = time.perf_counter()
         with slow(obs, "webhook_delivery", SLOW_WEBHOOK_MS):
+            headers = downstream_headers()
+            headers["content-type"] = JSON
             try:
-                r = await app.state.http.post(f"{sink}/{dest}", json={"event": event}, headers=downstream_headers())
-                ok = r.status_code < 300
-            except httpx.HTTPError:
+                status, _ = await call(app.state.http, "POST", f"{sink}/{dest}", body=json_body({"event": event}),
+                                       headers=headers)
+                ok = status < 300
+            except ApiError:  # the destination did not answer
                 ok = False
         obs.metrics.labels("webhook_delivery_duration_seconds", dest=dest).observe(time.perf_counter() - start)
         obs.metrics.labels("webhook_delivery_total", dest=dest, ok="true" if ok else "false").inc()

@@ -4,8 +4,10 @@ OTLP export is tested in test_collectors_otlp.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
+import time
 
 import pytest
 from fastapi import FastAPI
@@ -189,6 +191,113 @@ def test_health_reports_each_dependency_and_readiness(client):
     obs.health.add_check("db", lambda: (False, "locked"))
     r = c.get("/_health")
     assert r.status_code == 503 and r.json()["checks"]["db"] == {"ok": False, "detail": "locked"}
+
+
+def wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_a_hung_async_check_never_stalls_health_and_stops_with_the_app(catalog, tmp_path):
+    app, obs = make_app(catalog, tmp_path)
+    obs.health.interval_s, obs.health.timeout_s = 0.05, 30.0
+    state = {"started": 0, "cancelled": False}
+
+    async def hung() -> tuple[bool, str]:
+        state["started"] += 1
+        try:
+            await asyncio.Event().wait()  # a dependency that never answers
+        except asyncio.CancelledError:
+            state["cancelled"] = True
+            raise
+        return True, "never"
+
+    async def answers() -> tuple[bool, str]:
+        return True, "fine"
+
+    obs.health.add_async_check("peer", hung)
+    obs.health.add_async_check("db", answers)
+    with TestClient(app) as c:
+        wait_for(lambda: c.get("/_health").json()["checks"]["db"]["detail"] == "fine")  # not held back by the hung one
+        assert state["started"] == 1 and not state["cancelled"]  # still hung, and still answered:
+        r = c.get("/_health")
+        assert r.status_code == 503
+        assert r.json()["checks"]["peer"] == {"ok": False, "detail": "not checked yet"}
+        assert c.get("/_health?probe=live").status_code == 200
+    assert state["cancelled"]  # shutdown cancelled the background checks
+
+
+def test_an_async_check_past_its_timeout_fails_and_is_run_again(catalog, tmp_path):
+    app, obs = make_app(catalog, tmp_path)
+    obs.health.interval_s, obs.health.timeout_s = 0.05, 0.1
+    runs = []
+
+    async def slow_peer() -> tuple[bool, str]:
+        runs.append(1)
+        await asyncio.sleep(10)
+        return True, "late"
+
+    obs.health.add_async_check("peer", slow_peer)
+    with TestClient(app) as c:
+        wait_for(lambda: len(runs) >= 2)
+        assert c.get("/_health").json()["checks"]["peer"] == {"ok": False, "detail": "no answer within 0.1s"}
+
+
+def test_liveness_stays_200_while_a_dependency_is_down(catalog, tmp_path):
+    app, obs = make_app(catalog, tmp_path)
+    obs.health.interval_s = 0.05
+
+    async def peer_down() -> tuple[bool, str]:
+        raise ConnectionRefusedError("peer down")
+
+    obs.health.add_async_check("peer", peer_down)
+    obs.health.add_check("cache", lambda: (True, "warm"))
+    with TestClient(app) as c:
+        wait_for(lambda: c.get("/_health").json()["checks"]["peer"]["detail"] != "not checked yet")
+        ready = c.get("/_health")
+        assert ready.status_code == 503 and ready.json()["ready"] is False
+        assert ready.json()["checks"] == {"cache": {"ok": True, "detail": "warm"},
+                                          "peer": {"ok": False, "detail": "ConnectionRefusedError"}}
+        live = c.get("/_health?probe=live")
+        assert live.status_code == 200 and live.json() == {"status": "ok", "live": True}
+        assert c.get("/_health?probe=ready").status_code == 503
+        assert c.get("/_health?probe=maybe").json()["error"]["token"] == "INVALID_ARGUMENT"
+
+
+def test_async_reload_hooks_are_awaited_in_order_before_the_trail(catalog, tmp_path, monkeypatch):
+    app, obs = make_app(catalog, tmp_path)
+    order = []
+    append = obs.trails.append
+
+    def trail(kind, *args, **kwargs):
+        order.append(kind)
+        return append(kind, *args, **kwargs)
+
+    async def refresh(stage: str) -> None:
+        order.append(f"async start {stage}")
+        await asyncio.sleep(0.05)
+        order.append("async end")
+
+    monkeypatch.setattr(obs.trails, "append", trail)
+    obs.reload_hooks.extend([lambda stage: order.append("sync"), refresh, lambda stage: order.append("sync after")])
+    with TestClient(app) as c:
+        assert c.post("/_reload?stage=next", headers={"x-admin-token": "admin-secret"}).status_code == 200
+    assert order == ["sync", "async start next", "async end", "sync after", "ops.reload"]
+
+
+def test_an_async_reload_hook_that_refuses_leaves_no_trail(catalog, tmp_path):
+    app, obs = make_app(catalog, tmp_path)
+
+    async def refuse(stage: str) -> None:
+        await asyncio.sleep(0)
+        raise ApiError("INVALID_ARGUMENT")
+
+    obs.reload_hooks.append(refuse)
+    with TestClient(app) as c:
+        assert c.post("/_reload?stage=next", headers={"x-admin-token": "admin-secret"}).status_code == 400
+    assert '"kind":"ops.reload"' not in "".join(p.read_text() for p in tmp_path.rglob("audit/**/*.ndjson"))
 
 
 def test_the_metrics_page_passes_promtool_check_metrics(client):

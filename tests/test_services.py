@@ -87,6 +87,21 @@ def test_requests_flow_through_the_gateway_to_core_and_office(stack):
     assert "X-Amz-Signature" in presigned["url"]
 
 
+def test_the_trace_correlation_and_query_follow_a_request_to_policy_and_core(stack):
+    url = stack["url"]
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    for _ in range(2):
+        httpx.post(f"{url['gateway']}/v1/items", json={"kind": "doc", "size": 1}, headers=auth(stack))
+    r = httpx.get(f"{url['gateway']}/v1/items?limit_n=1", headers=auth(stack) | {
+        "traceparent": f"00-{trace}-00f067aa0ba902b7-01", "x-correlation-id": "hop-1"})
+    assert r.status_code == 200 and len(r.json()["items"]) == 1  # the query string reached core
+    for name in ("gateway", "policy", "core"):
+        deadline = time.monotonic() + 5
+        while (found := httpx.get(f"{url[name]}/_trace/{trace}")).status_code == 404 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert found.json()["correlation_id"] == "hop-1", name
+
+
 @pytest.mark.parametrize("header", [
     pytest.param({}, id="a request without a token is unauthorized"),
     pytest.param({"authorization": "Bearer not.a.jwt"}, id="a malformed token is unauthorized"),
@@ -205,24 +220,26 @@ def test_a_reconnecting_websocket_client_receives_exactly_the_missed_events(stac
     assert metric(office, "office_ws_reconnect_duration_seconds_count") >= 1
 
 
-def test_reconnect_time_counts_from_the_killed_socket(stack):
+def test_reconnect_time_after_a_killed_socket_is_the_services_share_not_the_time_away(stack):
     office = stack["url"]["office"]
     ws_url = office.replace("http", "ws") + "/v1/sessions/s-killed/events"
-    before = metric(office, "office_ws_reconnect_duration_seconds_sum")
+    before = {k: metric(office, f"office_ws_reconnect_duration_seconds_{k}") for k in ("sum", "count")}
 
     async def scenario() -> float:
         async with websockets.connect(ws_url) as ws:
             await ws.recv()
             ws.transport.abort()  # no close frame
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # the client stays away
         start = time.perf_counter()
         async with websockets.connect(f"{ws_url}?last_event_id=0") as ws:
             assert json.loads(await ws.recv())["type"] == "ready"
         return time.perf_counter() - start
 
     reconnect_s = asyncio.run(scenario())
-    measured = metric(office, "office_ws_reconnect_duration_seconds_sum") - before
-    assert 0.25 <= measured <= 0.3 + reconnect_s + 0.2  # the client's time away, not just the replay
+    assert metric(office, "office_ws_reconnect_duration_seconds_count") == before["count"] + 1
+    measured = metric(office, "office_ws_reconnect_duration_seconds_sum") - before["sum"]
+    # From the handshake's arrival to the replay sent: within what the client saw, none of the 0.3 s away.
+    assert 0 < measured <= reconnect_s
 
 
 def test_jwks_failure_injection_counts_consecutive_failures(stack):
