@@ -38,9 +38,13 @@ run: setup
 stop: setup
 	$(VIGIA) down --data $(DATA)
 
-up deploy: setup render-golden
+# Starts the committed prod render; refuses placeholder secrets and a render that drifted from the catalog.
+up deploy: setup
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make up: needs a running Docker engine; without one use 'make run' (embedded stack)"; exit 1; }
 	@test -f .env || { echo "make up: copy .env.example to .env and set the secrets first"; exit 1; }
+	@bad=$$(sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=generate-me$$/\1/p' .env | paste -sd, - | sed 's/,/, /g'); \
+	  test -z "$$bad" || { echo "make up: .env still says generate-me for $$bad; set real secrets first"; exit 1; }
+	@$(PY) -m pytest -q -p no:cacheprovider tests/test_golden.py >/dev/null 2>&1 || { echo "make up: infra/observability or docker-compose.yml differs from a fresh render of stack.yaml; run 'make render-golden' and review the diff"; exit 1; }
 	docker compose up -d --build
 
 down:

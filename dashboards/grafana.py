@@ -29,11 +29,12 @@ def render(catalog: Catalog, profile: str) -> dict[str, object]:
 
 
 def datasources(catalog: Catalog, profile: str) -> dict:
-    local = catalog.profiles[profile].host == "127.0.0.1"
-    prom_host = "127.0.0.1" if local else "prometheus"
+    prof = catalog.profiles[profile]
+    local = prof.host == "127.0.0.1"
+    prom_url = prof.query_url or f"http://{'127.0.0.1' if local else 'prometheus'}:{prof.prometheus_port}"
     return {"apiVersion": 1, "datasources": [
         {"name": "Prometheus", "uid": DATASOURCES["prometheus"]["uid"], "type": "prometheus", "access": "proxy",
-         "url": f"http://{prom_host}:{catalog.profiles[profile].prometheus_port}", "isDefault": True,
+         "url": prom_url, "isDefault": True,
          "jsonData": {"timeInterval": catalog.profiles[profile].scrape_interval}},
         {"name": "ClickHouse", "uid": DATASOURCES["clickhouse"]["uid"], "type": "grafana-clickhouse-datasource",
          "jsonData": {"host": "127.0.0.1" if local else "clickhouse", "port": 8123, "protocol": "http",

@@ -39,6 +39,28 @@ class Dashboard:
     panels: tuple[Panel, ...] = field(default_factory=tuple)
 
 
+# The catalog metrics the dashboards name directly, beyond each component's HTTP metrics and the
+# SLOs': (dashboard, metric, type, {label: the value a panel filters on, or None when it groups by
+# it}). The catalog's cross-check refuses a catalog that lacks one (file:line, exit 2).
+READS: tuple[tuple[str, str, str, dict[str, str | None]], ...] = (
+    ("Executive", "gateway_backpressure_total", "counter", {}),
+    ("Executive", "policy_eval_total", "counter", {"decision": "backpressure"}),
+    ("Executive", "core_rate_limit_hits_total", "counter", {"tenant": None}),
+    ("Office / MCP", "office_mcp_call_total", "counter", {"tool": None, "ok": "false", "err": None}),
+    ("Office / MCP", "office_mcp_call_duration_seconds", "histogram", {"tool": None}),
+    ("Office / MCP", "office_ws_reconnect_duration_seconds", "histogram", {}),
+    ("Office / MCP", "office_ws_replayed_events_total", "counter", {}),
+    ("Gateway", "gateway_jwks_refresh_total", "counter", {"ok": None}),
+    ("Gateway", "gateway_jwks_refresh_consecutive_failures", "gauge", {}),
+    ("Gateway", "webhook_delivery_total", "counter", {"dest": None, "ok": None}),
+    ("Gateway", "webhook_delivery_duration_seconds", "histogram", {"dest": None}),
+    ("Gateway", "media_presign_total", "counter", {"ok": None}),
+    ("Gateway", "gateway_backpressure_total", "counter", {"session_type": None}),
+    ("Core API", "core_db_query_seconds", "histogram", {"op": None}),
+    ("Core API", "core_rate_limit_hits_total", "counter", {"bucket": None}),
+)
+
+
 def _rate(metric: str) -> str:
     return names.request_rate_rule(metric)
 
@@ -48,13 +70,12 @@ def _q(metric: str, q: float) -> str:
 
 
 def _domain_latency(catalog: Catalog) -> Panel:
+    """Per component, over its internal routes (the SLO's scope), from the recording rules."""
     queries = []
     for c in catalog.components:
         metric = catalog.http_metric(c.name, "duration").name
         for q in names.LATENCY_QUANTILES:
-            queries.append(Query(
-                f'histogram_quantile({q:g}, sum by (le) (rate({metric}_bucket{{route!~"/_.*"}}[5m])))',
-                f"{c.name} p{q * 100:g}"))
+            queries.append(Query(names.internal_latency_quantile_rule(metric, q), f"{c.name} p{q * 100:g}"))
     return Panel("Latency p50/p95/p99 by domain", tuple(queries), unit="s", thresholds=(0.3,))
 
 
@@ -63,21 +84,38 @@ def _domain_errors(catalog: Catalog) -> Panel:
     for c in catalog.components:
         rule = _rate(catalog.http_metric(c.name, "requests").name)
         # `or vector(0)`: a domain without a single 5xx shows 0 %, not "No data".
-        queries.append(Query(f'(sum({rule}{{code=~"5.."}}) or vector(0)) / sum({rule})', c.name))
-    return Panel("Error % by domain (5xx)", tuple(queries), unit="percentunit", thresholds=(0.003,))
+        queries.append(Query(f'(sum({rule}{{code=~"5..", {names.INTERNAL_ROUTES}}}) or vector(0)) '
+                             f'/ sum({rule}{{{names.INTERNAL_ROUTES}}})', c.name))
+    return Panel("Error % by domain (5xx)", tuple(queries), unit="percentunit", thresholds=(0.003,),
+                 description="5xx answers over all answers on internal routes (debug endpoints excluded).")
 
 
 def _slo_panels(catalog: Catalog) -> tuple[Panel, ...]:
-    burn = tuple(Query(f'{names.sli_error_ratio("1h")}{{slo="{s.name}"}} / {s.error_budget:g}', s.name)
+    """Burn rate over the fastest tier's long window; budget left over the slowest tier's, both
+    from the recorded SLI ratios (a ratio of rates over the window: traffic-weighted)."""
+    fastest, slowest = catalog.burn_rate_tiers[0], catalog.burn_rate_tiers[-1]
+    burn = tuple(Query(f'{names.sli_error_ratio(fastest.long)}{{slo="{s.name}"}} / {s.error_budget:g}', s.name)
                  for s in catalog.slos)
-    budget = tuple(Query(f'1 - avg_over_time({names.sli_error_ratio("5m")}{{slo="{s.name}"}}[30d]) / {s.error_budget:g}',
-                         s.name) for s in catalog.slos)
+    budget = tuple(Query(f'1 - {names.sli_error_ratio(slowest.long)}{{slo="{s.name}"}} / {s.error_budget:g}', s.name)
+                   for s in catalog.slos)
     return (
-        Panel("SLO burn rate (1h window, 1 = on budget)", burn, thresholds=(1.0, 14.4),
-              description="Bad-event ratio over 1h divided by the SLO's error budget. 14.4 pages."),
-        Panel("Error budget remaining (30d)", budget, unit="percentunit", kind="stat",
-              description="1 - mean of the 5m bad-event ratio over 30 days / budget (unweighted by traffic)."),
+        Panel(f"SLO burn rate ({fastest.long} window, 1 = on budget)", burn, thresholds=(1.0, fastest.factor),
+              description=f"Bad-event ratio over {fastest.long} divided by the SLO's error budget. "
+                          f"{fastest.factor:g} over {fastest.long} and {fastest.short} pages."),
+        Panel(f"Error budget remaining ({slowest.long} window)", budget, unit="percentunit", kind="stat",
+              description=f"1 - bad events / all events over the last {slowest.long}, divided by the error budget "
+                          f"(below 0: the SLO was missed over the window)."),
     )
+
+
+def _latency_by_route(catalog: Catalog, component: str, q: float) -> Query:
+    metric = catalog.http_metric(component, "duration").name
+    return Query(f"{_q(metric, q)}{{{names.INTERNAL_ROUTES}}}", "{{route}}")
+
+
+def _requests_by_route_and_code(catalog: Catalog, component: str) -> Panel:
+    rule = _rate(catalog.http_metric(component, "requests").name)
+    return Panel("Requests by route and code", (Query(f"sum by (route, code) ({rule})", "{{route}} {{code}}"),), unit="reqps")
 
 
 def dashboards(catalog: Catalog) -> tuple[Dashboard, ...]:
@@ -108,12 +146,9 @@ def dashboards(catalog: Catalog) -> tuple[Dashboard, ...]:
         Panel("Events replayed to reconnecting clients", (Query(f"sum({_rate('office_ws_replayed_events_total')})", "events/s"),)),
     )
     gateway = (
-        Panel("Latency p99 by internal route", (Query(f'{_q("gateway_http_request_duration_seconds", 0.99)}{{route!~"/_.*"}}', "{{route}}"),),
-              unit="s", thresholds=(0.3,)),
-        Panel("Latency p95 by internal route", (Query(f'{_q("gateway_http_request_duration_seconds", 0.95)}{{route!~"/_.*"}}', "{{route}}"),),
-              unit="s", thresholds=(0.3,)),
-        Panel("Requests by route and code", (Query(f"sum by (route, code) ({_rate('gateway_http_requests_total')})", "{{route}} {{code}}"),),
-              unit="reqps"),
+        Panel("Latency p99 by internal route", (_latency_by_route(catalog, "gateway", 0.99),), unit="s", thresholds=(0.3,)),
+        Panel("Latency p95 by internal route", (_latency_by_route(catalog, "gateway", 0.95),), unit="s", thresholds=(0.3,)),
+        _requests_by_route_and_code(catalog, "gateway"),
         Panel("Access / JWKS refreshes", (Query(f"sum by (ok) ({_rate('gateway_jwks_refresh_total')})", "ok={{ok}}"),
                                           Query("max(gateway_jwks_refresh_consecutive_failures)", "consecutive failures"))),
         Panel("Webhook deliveries ok/fail", (Query(f"sum by (dest, ok) ({_rate('webhook_delivery_total')})", "{{dest}} ok={{ok}}"),),
@@ -127,10 +162,8 @@ def dashboards(catalog: Catalog) -> tuple[Dashboard, ...]:
         Panel("DB timings p95 by operation", (Query(_q("core_db_query_seconds", 0.95), "{{op}}"),), unit="s"),
         Panel("DB timings p99 by operation", (Query(_q("core_db_query_seconds", 0.99), "{{op}}"),), unit="s"),
         Panel("Rate limits by bucket", (Query(f"sum by (bucket) ({_rate('core_rate_limit_hits_total')})", "{{bucket}}"),), unit="reqps"),
-        Panel("Latency p99 by route", (Query(f'{_q("core_http_request_duration_seconds", 0.99)}{{route!~"/_.*"}}', "{{route}}"),),
-              unit="s", thresholds=(0.3,)),
-        Panel("Requests by route and code", (Query(f"sum by (route, code) ({_rate('core_http_requests_total')})", "{{route}} {{code}}"),),
-              unit="reqps"),
+        Panel("Latency p99 by route", (_latency_by_route(catalog, "core", 0.99),), unit="s", thresholds=(0.3,)),
+        _requests_by_route_and_code(catalog, "core"),
         Panel("Throughput by tenant (sampled logs)", (Query(
             f"SELECT $__timeInterval(ts) AS time, tenant, count() AS requests FROM {logs} "
             f"WHERE $__timeFilter(ts) AND component = 'core' GROUP BY time, tenant ORDER BY time"),),

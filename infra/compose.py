@@ -1,4 +1,4 @@
-"""docker-compose for the production path: the whole stack with the `prod` profile's configs.
+"""docker-compose for the production path: the whole stack on one docker host (`prod`).
 
 No secret is written here: every credential is `${VAR:?...}` from the `.env` a user copies from
 `.env.example`; the SMTP password reaches Alertmanager as a compose secret file.
@@ -39,6 +39,9 @@ def _env(name: str) -> str:
 
 
 def render(catalog: Catalog, profile: str) -> dict[str, object]:
+    """One docker host runs one Prometheus: a sharded profile (`cluster`) gets no compose file."""
+    if catalog.profiles[profile].shards > 1:
+        return {}
     return {names.COMPOSE_FILE: compose(catalog, profile, root="."), ".env.example": env_example()}
 
 

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from infra import promql, rule_tests
 from vigia import conventions as names
-from vigia.model import Alert, Catalog, Metric, Slo
-
-SELF_JOBS = ("prometheus", "alertmanager")
-
+from vigia.model import Alert, Catalog, Metric, Slo, duration_seconds
 
 def render(catalog: Catalog, profile: str) -> dict[str, object]:
-    files: dict[str, object] = {names.PROMETHEUS_CONFIG: config(catalog, profile, shard=0)}
-    for shard in range(1, catalog.profiles[profile].shards):
-        files[names.prometheus_shard_config(shard)] = config(catalog, profile, shard=shard)
+    shards = catalog.profiles[profile].shards
+    if shards > 1:
+        files: dict[str, object] = {names.prometheus_shard_config(i): config(catalog, profile, shard=i) for i in range(shards)}
+    else:
+        files = {names.PROMETHEUS_CONFIG: config(catalog, profile)}
     return files | {
-        names.RECORDING_RULES: {"groups": recording_groups(catalog)},
+        names.SLO_RULES: {"groups": [sli_group(catalog)]},
+        names.RECORDING_RULES: {"groups": [recording_group(catalog)]},
         names.ALERT_RULES: {"groups": alert_groups(catalog)},
     } | rule_tests.render(catalog)
 
@@ -28,46 +28,45 @@ def _host(catalog: Catalog, profile: str, service: str) -> str:
     return "127.0.0.1" if catalog.profiles[profile].host == "127.0.0.1" else service
 
 
-def config(catalog: Catalog, profile: str, shard: int) -> dict:
-    """One replica's config; with `shards` > 1 each replica keeps its hashmod share of the targets."""
+def config(catalog: Catalog, profile: str, shard: int | None = None) -> dict:
+    """One Prometheus, or (`shard` given) one hashmod shard of the scrape targets.
+
+    A shard sees only part of the series, so it evaluates no rule and sends no alert: it scrapes
+    and remote-writes. The remote store's ruler (e.g. Mimir's) evaluates the rule files on the
+    whole data set and sends alerts to Alertmanager.
+    """
     prof = catalog.profiles[profile]
     am = f"{_host(catalog, profile, 'alertmanager')}:{prof.alertmanager_port}"
+    self_host = "prometheus" if shard is None else f"prometheus-shard-{shard}"
+    targets = [("alertmanager", am, {})]
+    if prof.host != "127.0.0.1":  # the OTel Collector runs beside the services, not in the embedded stack
+        targets.append((names.OTEL_COLLECTOR_JOB, f"{names.OTEL_COLLECTOR_JOB}:{names.OTEL_PROMETHEUS_PORT}", {}))
+    targets += [(c.name, f"{_host(catalog, profile, c.name)}:{c.port}", {"metrics_path": "/_metrics"})
+                for c in catalog.components]
     scrape = [{
         "job_name": "prometheus",
-        "static_configs": [{"targets": [f"{_host(catalog, profile, 'prometheus')}:{prof.prometheus_port}"]}],
-    }, {
-        "job_name": "alertmanager",
-        "static_configs": [{"targets": [am]}],
+        "static_configs": [{"targets": [f"{_host(catalog, profile, self_host)}:{prof.prometheus_port}"]}],
     }]
-    for component in catalog.components:
-        job = {
-            "job_name": component.name,
-            "metrics_path": "/_metrics",
-            "static_configs": [{
-                "targets": [f"{_host(catalog, profile, component.name)}:{component.port}"],
-                "labels": {"component": component.name},
-            }],
-        }
-        if prof.shards > 1:
-            job["relabel_configs"] = [
+    for job, target, extra in targets:
+        entry = {"job_name": job} | extra | {"static_configs": [{"targets": [target]}]}
+        if job in {c.name for c in catalog.components}:
+            entry["static_configs"][0]["labels"] = {"component": job}
+        if shard is not None:
+            entry["relabel_configs"] = [
                 {"source_labels": ["__address__"], "modulus": prof.shards,
                  "target_label": "__tmp_hash", "action": "hashmod"},
                 {"source_labels": ["__tmp_hash"], "regex": str(shard), "action": "keep"},
             ]
-        scrape.append(job)
-    out: dict = {
-        "global": {
-            "scrape_interval": prof.scrape_interval,
-            "evaluation_interval": prof.evaluation_interval,
-            "external_labels": {"profile": profile, "project": catalog.project},
-        },
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [am]}]}]},
-        "rule_files": ["rules/recording.yml", "rules/alerts.yml"],
-        "scrape_configs": scrape,
-    }
-    if prof.shards > 1:
-        # Keeps series from different replicas apart in the remote store.
-        out["global"]["external_labels"]["shard"] = str(shard)
+        scrape.append(entry)
+    external = {"profile": profile, "project": catalog.project}
+    if shard is not None:
+        external["shard"] = str(shard)  # keeps series from different shards apart in the remote store
+    out: dict = {"global": {"scrape_interval": prof.scrape_interval, "evaluation_interval": prof.evaluation_interval,
+                            "external_labels": external}}
+    if shard is None:
+        out["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [am]}]}]}
+        out["rule_files"] = [path.removeprefix("prometheus/") for path in names.RULE_FILES]
+    out["scrape_configs"] = scrape
     if prof.remote_write_url:
         out["remote_write"] = [{
             "url": prof.remote_write_url,
@@ -90,15 +89,21 @@ def sli_expr(catalog: Catalog, slo: Slo, window: str) -> str:
     return promql.error_ratio(catalog, metric, slo.errors, window)
 
 
-def recording_groups(catalog: Catalog) -> list[dict]:
+def sli_group(catalog: Catalog) -> dict:
+    """Per SLO and burn-rate window: the bad-event ratio and the event rate (the low-traffic guard)."""
     sli_rules = []
     for slo in catalog.slos:
         metric = catalog.metric(slo.metric)
-        for window in names.SLI_WINDOWS:
+        for window in catalog.sli_windows():
             sli_rules.append({"record": names.sli_error_ratio(window), "expr": sli_expr(catalog, slo, window),
                               "labels": _slo_labels(slo)})
             sli_rules.append({"record": names.sli_events_rate(window),
                               "expr": promql.event_rate(catalog, metric, window), "labels": _slo_labels(slo)})
+    return {"name": names.RULE_GROUP_SLI, "rules": sli_rules}
+
+
+def recording_group(catalog: Catalog) -> dict:
+    """Latency quantiles (per route, and over internal routes) and counter rates over 5m."""
     latency_rules, rate_rules = [], []
     for metric in catalog.metrics:
         if metric.type == "histogram":
@@ -106,14 +111,15 @@ def recording_groups(catalog: Catalog) -> list[dict]:
             for q in names.LATENCY_QUANTILES:
                 latency_rules.append({"record": names.latency_quantile_rule(metric.name, q),
                                       "expr": promql.quantile(metric, q, "5m", by)})
+            if metric.http == "duration":  # the SLO's scope: every internal route together
+                for q in names.LATENCY_QUANTILES:
+                    latency_rules.append({"record": names.internal_latency_quantile_rule(metric.name, q),
+                                          "expr": promql.quantile(metric, q, "5m", (), promql.scope(catalog, metric))})
         elif metric.type == "counter":
             by = ", ".join(sorted(metric.labels))
             expr = f"sum by ({by}) (rate({metric.name}[5m]))" if by else f"sum(rate({metric.name}[5m]))"
             rate_rules.append({"record": names.request_rate_rule(metric.name), "expr": expr})
-    return [
-        {"name": names.RULE_GROUP_SLI, "rules": sli_rules},
-        {"name": names.RULE_GROUP_LATENCY, "rules": latency_rules + rate_rules},
-    ]
+    return {"name": names.RULE_GROUP_LATENCY, "rules": latency_rules + rate_rules}
 
 
 def _group_labels(metric: Metric) -> tuple[str, ...]:
@@ -139,7 +145,7 @@ def burn_rate_alerts(catalog: Catalog) -> list[dict]:
             expr = (
                 f"(\n  {names.sli_error_ratio(tier.long)}{sel} > {threshold:g}\n"
                 f"and\n  {names.sli_error_ratio(tier.short)}{sel} > {threshold:g}\n)\n"
-                f"and\n  {names.sli_events_rate(tier.long)}{sel} > {catalog.low_traffic_min_rate:g}"
+                f"and\n  {names.sli_events_rate(tier.long)}{sel} > {catalog.min_rate(slo):g}"
             )
             rules.append({
                 "alert": names.SLO_BURN_ALERT,
@@ -165,14 +171,15 @@ def alert_expr(catalog: Catalog, alert: Alert) -> str:
                  f" > {alert.threshold:g}" for w in alert.windows]
         return "\nand\n".join(f"({p})" for p in parts)
     if alert.kind == "error_ratio":
-        parts = [f"({promql.error_ratio(catalog, metric, alert.errors, c.window)}) > {c.above:g}"
+        parts = [f"({promql.error_ratio(catalog, metric, alert.errors, c.window)}) > {c.above:g}\n"
+                 f"  and\n  {promql.event_rate(catalog, metric, c.window)} > {catalog.min_rate(alert):g}"
                  for c in alert.conditions]
-        return f"\n{alert.combine}\n".join(f"({p})" for p in parts)
+        return "\nor\n".join(f"(\n  {p}\n)" for p in parts)
     if alert.kind == "spike":
         by = ", ".join(alert.by)
         now = f"sum by ({by}) (rate({metric.name}[{alert.window}]))"
         base = f"sum by ({by}) (rate({metric.name}[{alert.baseline}]))"
-        return f"({now} > {alert.factor:g} * {base})\nand\n({now} > {alert.min_rate:g})"
+        return f"({now} > {alert.factor:g} * {base})\nand\n({now} > {catalog.min_rate(alert):g})"
     if alert.kind == "threshold":
         return f"{metric.name} {alert.op} {alert.value:g}"
     if alert.kind == "target_down":
@@ -185,7 +192,8 @@ def alert_expr(catalog: Catalog, alert: Alert) -> str:
 
 DESCRIPTIONS = {
     "latency_quantile": "p{q} latency of {metric} is above {threshold} s over every window ({windows}).",
-    "error_ratio": "The ratio of {errors} among {metric} crossed its threshold; see the runbook's queries for the value.",
+    "error_ratio": "The ratio of {errors} among {metric} crossed its threshold ({conditions}) with at least "
+                   "{min_rate} events/s; see the runbook's queries for the value.",
     "spike": "Tenant {{{{ $labels.tenant }}}} hits {metric} at over {factor}x its {baseline} baseline.",
     "threshold": "{metric} on {{{{ $labels.instance }}}} is {op} {value}.",
     "target_down": "Prometheus cannot scrape {{{{ $labels.instance }}}} (job {{{{ $labels.job }}}}).",
@@ -205,9 +213,10 @@ def blueprint_alerts(catalog: Catalog) -> list[dict]:
         description = DESCRIPTIONS[alert.kind].format(
             q=f"{(alert.quantile or 0) * 100:g}", metric=alert.metric, threshold=f"{alert.threshold or 0:g}",
             windows=", ".join(alert.windows), errors=promql.matchers(alert.errors), factor=f"{alert.factor or 0:g}",
-            baseline=alert.baseline, op=alert.op, value=f"{alert.value or 0:g}")
+            baseline=alert.baseline, op=alert.op, value=f"{alert.value or 0:g}", min_rate=f"{catalog.min_rate(alert):g}",
+            conditions=" or ".join(f"> {c.above:.2%} over {c.window}" for c in alert.conditions))
         rule = {"alert": alert.name, "expr": alert_expr(catalog, alert)}
-        if alert.for_ != "0s":
+        if duration_seconds(alert.for_):
             rule["for"] = alert.for_
         rule["labels"] = labels
         rule["annotations"] = _annotations(catalog, alert.name, alert.summary, description)

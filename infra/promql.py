@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vigia import conventions as names
 from vigia.model import Catalog, Metric
 
 # A catalog matcher value is a regex when it uses regex syntax (e.g. code "5..").
@@ -18,7 +19,7 @@ def matchers(match: dict[str, str], extra: str = "") -> str:
 
 def scope(catalog: Catalog, metric: Metric) -> str:
     """Only internal routes count towards SLOs: debug endpoints are excluded."""
-    return 'route!~"/_.*"' if "route" in metric.labels else ""
+    return names.INTERNAL_ROUTES if "route" in metric.labels else ""
 
 
 def rate(name: str, selector: str, window: str) -> str:
@@ -48,9 +49,10 @@ def event_rate(catalog: Catalog, metric: Metric, window: str) -> str:
     return rate(name, matchers({}, scope(catalog, metric)), window)
 
 
-def quantile(metric: Metric, q: float, window: str, by: tuple[str, ...]) -> str:
+def quantile(metric: Metric, q: float, window: str, by: tuple[str, ...], selector: str = "") -> str:
     group = ", ".join(("le",) + by)
-    return f"histogram_quantile({q:g}, sum by ({group}) (rate({metric.name}_bucket[{window}])))"
+    inner = "{" + selector + "}" if selector else ""
+    return f"histogram_quantile({q:g}, sum by ({group}) (rate({metric.name}_bucket{inner}[{window}])))"
 
 
 def le_label(value: float) -> str:

@@ -1,11 +1,17 @@
 """promtool unit tests generated from the catalog: every alert fires when it should and not otherwise.
 
-Scenarios are synthetic traffic at one-minute resolution. For SLO burn-rate alerts every SLO
-runs the same shaped scenario in one test group (each on its own metric): for each tier, a
-steady burn between that tier's threshold and the next tier's, evaluated after the tier's `for`
-but before slower tiers can fire; a burst confined to the tier's short window (must not fire);
-and a full outage at low traffic (the guard must hold it back). Blueprint alerts get their own
-firing and quiet cases. Watchdog can only fire: it has no quiet case by design.
+Each case is synthetic traffic, one sample per step, evaluated once at its end. Cases sit at the
+boundaries: a value just above a threshold fires (ABOVE x the threshold), just below stays quiet
+(BELOW x), traffic under the low-traffic guard stays quiet, and a multi-window alert stays quiet
+when only its short window burns and when only its long window still does (the short one has
+recovered). Watchdog can only fire: it has no quiet case by design.
+
+SLO burn-rate tiers get one test group per SLO and case. Two devices keep the other tiers out of
+a tier's cases: every bad fraction stays under the next faster tier's threshold, and each series
+starts with a short burst of good traffic large enough that the slower tiers' longer windows
+(which still hold it) stay far under their thresholds. The tier's own windows have slid past it by
+the time of the evaluation. Each tier steps at the coarsest of STEPS that fits six times into its
+short window, in a test file of its own (promtool's evaluation interval is per file).
 """
 
 from __future__ import annotations
@@ -15,38 +21,49 @@ import re
 
 from infra import prometheus
 from vigia import conventions as names
-from vigia.model import Alert, Catalog, Metric, Slo, duration_seconds
+from vigia.model import Alert, BurnRateTier, Catalog, Metric, Slo, duration_seconds
 
-# Events per minute in the synthetic traffic: 100/s, so even a 3d window's rate (which divides by
-# the whole window) clears the low-traffic guard within minutes of the series starting.
-RATE = 6000.0
-# Tiers whose short window is 30m or longer are tested at a 5-minute step in a second file:
-# their 6h-3d windows over one-minute samples would make promtool take minutes.
-SLOW_TIER_SHORT_WINDOW = 1800
-SLOW_STEP = 5
+ABOVE, BELOW = 1.25, 0.8  # just above / just below a threshold, as a multiple of it
+GUARD_MARGIN = 4.0  # traffic of firing cases, as a multiple of the low-traffic guard (quiet cases: 1 / 2)
+RATE = 600.0  # events per minute of alerts without a guard
+RECOVERED = 0.01  # traffic after a recovery, as a share of the traffic before it
+STEPS = (60, 30, 15, 5, 1)  # candidate steps of a tier's series, in minutes
 Phase = tuple[float, int, float]  # (bad fraction, minutes, events per minute)
 
 
 def render(catalog: Catalog) -> dict[str, dict]:
-    fast = [t for t in burn_rate_tests(catalog, slow=False)] + blueprint_tests(catalog)
-    return {names.RULE_TESTS: _test_file(fast, step=1),
-            names.RULE_TESTS_SLOW: _test_file(burn_rate_tests(catalog, slow=True), step=SLOW_STEP)}
+    by_step: dict[int, list[dict]] = {}
+    for tier in catalog.burn_rate_tiers:
+        by_step.setdefault(tier_step(tier), []).extend(burn_rate_tests(catalog, tier))
+    files = {names.burn_rule_tests(step): _test_file(tests, step, recorded=True) for step, tests in sorted(by_step.items())}
+    # The blueprint alerts read raw series only: their tests skip the SLI rules (4x faster).
+    return files | {names.RULE_TESTS: _test_file(blueprint_tests(catalog), 1, recorded=False)}
 
 
-def _test_file(tests: list[dict], step: int) -> dict:
-    return {"rule_files": ["../rules/recording.yml", "../rules/alerts.yml"],
-            "evaluation_interval": f"{step}m", "tests": tests}
+def _test_file(tests: list[dict], step: int, recorded: bool) -> dict:
+    """Only the rule files the alerts read (each rule costs promtool time at every step). The SLI
+    group is evaluated before the alert groups at each step: promtool's default order is random,
+    and with a step longer than the 5m lookback an alert would miss the recorded value."""
+    rules = [names.SLO_RULES, names.ALERT_RULES] if recorded else [names.ALERT_RULES]
+    rule_files = [f"../{path.removeprefix('prometheus/')}" for path in rules]
+    order = [names.RULE_GROUP_SLI] if recorded else []
+    return {"rule_files": rule_files, "evaluation_interval": f"{step}m",
+            "group_eval_order": order + [names.RULE_GROUP_SLO_ALERTS, names.RULE_GROUP_ALERTS], "tests": tests}
+
+
+def _minutes(duration: str) -> int:
+    return int(duration_seconds(duration) // 60)
 
 
 # ---- series notation -------------------------------------------------------------------------
 
 def _num(value: float) -> str:
-    return f"{round(value, 6):g}"
+    return f"{round(value, 6):.12g}"
 
 
 def counter_values(increments: list[tuple[float, int]], step: int = 1) -> str:
     """promtool expanding notation for a counter growing by `inc` per minute for `n` minutes, per phase,
-    sampled every `step` minutes."""
+    sampled every `step` minutes (phases last whole steps)."""
     parts, value = ["0"], 0.0
     for inc, minutes in increments:
         inc, steps = inc * step, minutes // step
@@ -71,7 +88,8 @@ def _base_labels(catalog: Catalog, metric: Metric) -> dict[str, str]:
 
 
 def _split_labels(catalog: Catalog, metric: Metric, errors: dict[str, str]) -> tuple[dict, dict]:
-    """Label values of a good and a bad event: the first closed-set value (not) matching each matcher."""
+    """Label values of a good and a bad event: the first closed-set value (not) matching each matcher
+    (the catalog's cross-check guarantees both exist)."""
     good, bad = {}, {}
     for label, pattern in errors.items():
         values = catalog.label_values(metric, label)
@@ -94,13 +112,15 @@ def counter_series(catalog: Catalog, metric: Metric, errors: dict[str, str], pha
 
 def histogram_series(catalog: Catalog, metric: Metric, threshold: float, phases: list[Phase],
                      step: int = 1) -> list[dict]:
-    """Fast events land in the first bucket, slow ones in the first bucket above the threshold."""
+    """Fast events land in the bucket ending at the threshold, slow ones in the next bucket up, so a
+    quantile sits just under the threshold until the slow share passes 1 - quantile."""
     bounds = catalog.bucket_bounds(metric)
-    slow_le = next(b for b in bounds if b > threshold)
+    fast_le = max(b for b in bounds if b <= threshold)
+    slow_le = min((b for b in bounds if b > threshold), default=math.inf)
     base = _base_labels(catalog, metric)
     series = []
     for le in bounds:
-        incs = [(rate * ((1 - frac) * (le >= bounds[0]) + frac * (le >= slow_le)), mins) for frac, mins, rate in phases]
+        incs = [(rate * ((1 - frac) * (le >= fast_le) + frac * (le >= slow_le)), mins) for frac, mins, rate in phases]
         series.append({"series": _series(f"{metric.name}_bucket", base | {"le": repr(float(le))}),
                        "values": counter_values(incs, step)})
     total = [(rate, mins) for _, mins, rate in phases]
@@ -119,58 +139,82 @@ def slo_series(catalog: Catalog, slo: Slo, phases: list[Phase], step: int = 1) -
 
 # ---- SLO burn-rate tests ---------------------------------------------------------------------
 
-def _minutes(duration: str) -> int:
-    return int(duration_seconds(duration) // 60)
+def tier_step(tier: BurnRateTier) -> int:
+    """The coarsest step (minutes) that divides the tier's windows and `for` and fits six times into its short window."""
+    spans = [_minutes(tier.long), _minutes(tier.short), _minutes(tier.for_)]
+    return next((s for s in STEPS if s * 6 <= spans[1] and all(span % s == 0 for span in spans)), 1)
 
 
-def _burn_alert(catalog: Catalog, slo: Slo, tier) -> dict:
+def _burn_alert(catalog: Catalog, slo: Slo, tier: BurnRateTier) -> dict:
     rule = next(r for r in prometheus.burn_rate_alerts(catalog)
                 if r["labels"]["slo"] == slo.name and r["labels"]["burn_tier"] == f"{tier.factor:g}x")
     return {"exp_labels": rule["labels"], "exp_annotations": rule["annotations"]}
 
 
-def burn_rate_tests(catalog: Catalog, slow: bool) -> list[dict]:
-    """Tests of the fast tiers (slow=False, one-minute step) or of the slow ones (five-minute step)."""
-    tiers = sorted(catalog.burn_rate_tiers, key=lambda t: -t.factor)
-    tests = []
-    for i, tier in enumerate(tiers):
-        if (duration_seconds(tier.short) >= SLOW_TIER_SHORT_WINDOW) != slow:
-            continue
-        step = SLOW_STEP if slow else 1
-        faster = tiers[i - 1] if i else None
-        slower = tiers[i + 1] if i + 1 < len(tiers) else None
-        # Steady burn between this tier's threshold and the faster tier's, so only this tier can fire.
-        eval_min = _minutes(tier.for_) + 6 * step
-        if slower:
-            assert eval_min < _minutes(slower.for_), "tier `for` durations must grow as factors shrink"
-        series, expected = [], []
-        for slo in catalog.slos:
-            low = tier.factor * slo.error_budget
-            high = min(1.0, faster.factor * slo.error_budget) if faster else 1.0
-            series += slo_series(catalog, slo, [(math.sqrt(low * high), eval_min, RATE)], step)
-            expected.append(_burn_alert(catalog, slo, tier))
-        tests.append(_group(f"SLO burn {tier.factor:g}x over {tier.long} and {tier.short} fires for every SLO",
-                            series, [(eval_min, names.SLO_BURN_ALERT, expected)], step))
-        # A burst confined to the short window: the long window stays under the threshold.
-        long_min, short_min = _minutes(tier.long), _minutes(tier.short)
-        series = []
-        for slo in catalog.slos:
-            threshold = tier.factor * slo.error_budget
-            ceiling = min(1.0, threshold * long_min / short_min)
-            series += slo_series(catalog, slo, [(0.0, long_min, RATE), (math.sqrt(threshold * ceiling), short_min, RATE)],
-                                 step)
-        tests.append(_group(f"SLO burn {tier.factor:g}x in the {tier.short} window only does not fire",
-                            series, [(long_min + short_min, names.SLO_BURN_ALERT, [])], step))
-    if slow:
-        return tests
-    first = tiers[0]
-    series = []
-    slow = catalog.low_traffic_min_rate * 60 / 2  # half the guard's rate, per minute
+def burn_rate_tests(catalog: Catalog, tier: BurnRateTier) -> list[dict]:
+    """Five cases, each one test group for every SLO (each on its own metric): a burn just above
+    the tier's threshold fires; just below, under the low-traffic guard, in the short window only,
+    or in the long window only, it stays quiet."""
+    tiers = catalog.burn_rate_tiers  # fastest first (cross-checked)
+    i = tiers.index(tier)
+    step = tier_step(tier)
+    long, short, hold = _minutes(tier.long), _minutes(tier.short), _minutes(tier.for_)
+    steady = long + hold + 2 * step  # the long window slides past the opening, then `for` passes
+    burst = short + hold + step
+    tail = short + 2 * step
+    title = f"{tier.factor:g}x burn over {tier.long} and {tier.short}"
+    cases: dict[str, list[tuple[Slo, list[Phase], bool]]] = {}
     for slo in catalog.slos:
-        series += slo_series(catalog, slo, [(1.0, _minutes(first.for_) + 20, slow)])
-    tests.append(_group("A total outage at low traffic stays quiet (low-traffic guard)",
-                        series, [(_minutes(first.for_) + 20, names.SLO_BURN_ALERT, [])]))
+        threshold = tier.factor * slo.error_budget
+        cap = min(1.0, tiers[i - 1].factor * slo.error_budget) if i else 1.0  # the faster tier's threshold
+        rate = GUARD_MARGIN * catalog.min_rate(slo) * 60
+        above = min(ABOVE * threshold, math.sqrt(threshold * cap))
+        # Only the short window: the burst, diluted over the long window, stays under the threshold there.
+        in_short = math.sqrt(threshold * min(cap, threshold * long / burst))
+        # Only the long window: a burn, then a recovery at a trickle of traffic for the short window.
+        kept = (long - tail) / (long - tail + RECOVERED * tail)
+        in_long = math.sqrt(threshold / kept * cap) if threshold / kept < cap else cap
+        for case, phases, fires in (
+            ("fires just above the threshold", [(above, steady, rate)], True),
+            ("stays quiet just below the threshold", [(BELOW * threshold, steady, rate)], False),
+            ("stays quiet under the low-traffic guard", [(above, steady, rate / GUARD_MARGIN / 2)], False),
+            (f"stays quiet when only the {tier.short} window burns", [(0.0, long + step, rate), (in_short, burst, rate)], False),
+            (f"stays quiet once the {tier.short} window has recovered and only the {tier.long} one burns",
+             [(in_long, long + hold + step - tail, rate), (0.0, tail, rate * RECOVERED)], False),
+        ):
+            slowest = tiers[-1].factor * slo.error_budget if i + 1 < len(tiers) else None
+            cases.setdefault(case, []).append((slo, _opening(phases, slowest, step), fires))
+    tests = []
+    for case, runs in cases.items():
+        for part, batch in enumerate(_distinct_metrics(runs)):
+            minutes = sum(p[1] for p in batch[0][1])
+            suffix = f" ({part + 1})" if part else ""
+            tests.append(_group(
+                f"SLO {title} {case}{suffix}",
+                [s for slo, phases, _ in batch for s in slo_series(catalog, slo, phases, step)],
+                [(minutes, names.SLO_BURN_ALERT, [_burn_alert(catalog, slo, tier) for slo, _, fires in batch if fires])],
+                step))
     return tests
+
+
+def _distinct_metrics(runs: list) -> list[list]:
+    """Split runs into batches in which no two SLOs share a metric (their series would collide)."""
+    batches: list[list] = []
+    for run in runs:
+        batch = next((b for b in batches if all(other[0].metric != run[0].metric for other in b)), None)
+        if batch is None:
+            batches.append(batch := [])
+        batch.append(run)
+    return batches
+
+
+def _opening(phases: list[Phase], slowest: float | None, step: int) -> list[Phase]:
+    """Prepend two steps of good traffic that keep every slower tier's long window (which holds
+    the whole series) under half the slowest tier's threshold."""
+    events = sum(mins * rate for _, mins, rate in phases)
+    bad = sum(frac * mins * rate for frac, mins, rate in phases)
+    good_per_minute = max(events, 2 * bad / slowest) / (2 * step) if slowest else phases[0][2]
+    return [(0.0, 2 * step, good_per_minute)] + phases
 
 
 # ---- blueprint alert tests -------------------------------------------------------------------
@@ -194,88 +238,111 @@ def blueprint_tests(catalog: Catalog) -> list[dict]:
 
 
 def _latency_quantile(catalog: Catalog, alert: Alert) -> list[dict]:
+    """Fires when the slow share is just above 1 - quantile in every window; quiet just below it,
+    when only the shortest window is slow, and when the shortest window has recovered."""
     metric = catalog.metric(alert.metric)
-    longest = max(_minutes(w) for w in alert.windows)
-    shortest = min(_minutes(w) for w in alert.windows)
-    slow_share_short = 3 * (1 - alert.quantile)  # above the quantile in the short window, diluted in the long one
-    run = longest + 10
-    return [
-        _group(f"{alert.name} fires when every request is slower than {alert.threshold:g} s",
-               histogram_series(catalog, metric, alert.threshold, [(1.0, run, RATE)]),
-               [(run, alert.name, [_expect(catalog, alert)])]),
-        _group(f"{alert.name} stays quiet when only the {shortest}m window is slow",
-               histogram_series(catalog, metric, alert.threshold,
-                                [(0.0, run - shortest, RATE), (slow_share_short, shortest, RATE)]),
-               [(run, alert.name, [])]),
-        _group(f"{alert.name} stays quiet when requests are fast",
-               histogram_series(catalog, metric, alert.threshold, [(0.0, run, RATE)]),
-               [(run, alert.name, [])]),
+    windows = sorted(_minutes(w) for w in alert.windows)
+    shortest, longest = windows[0], windows[-1]
+    hold = _minutes(alert.for_)
+    budget = 1 - alert.quantile  # the slow share at which the quantile reaches the threshold
+    run = longest + hold + 2
+    burst = shortest + hold + 1
+    next_window = windows[1] if len(windows) > 1 else longest
+    in_short = math.sqrt(budget * min(1.0, budget * next_window / burst))
+    tail = shortest + 2
+    in_long = math.sqrt(budget * longest / (longest - tail))  # geometric mean of just enough and all
+    cases = [
+        (f"fires when {ABOVE * budget:.2%} of requests are slower than {alert.threshold:g} s",
+         [(ABOVE * budget, run, RATE)], [_expect(catalog, alert)]),
+        (f"stays quiet when {BELOW * budget:.2%} of requests are slower than {alert.threshold:g} s",
+         [(BELOW * budget, run, RATE)], []),
+        (f"stays quiet when only the {shortest}m window is slow", [(0.0, longest, RATE), (in_short, burst, RATE)], []),
+        (f"stays quiet once the {shortest}m window has recovered", [(in_long, longest + hold + 1, RATE), (0.0, tail, RATE)], []),
     ]
+    return [_group(f"{alert.name} {case}", histogram_series(catalog, metric, alert.threshold, phases),
+                   [(sum(p[1] for p in phases), alert.name, expected)])
+            for case, phases, expected in cases]
 
 
 def _error_ratio(catalog: Catalog, alert: Alert) -> list[dict]:
+    """Per condition: just above its threshold fires, just below or under the guard stays quiet.
+
+    Conditions are OR'ed and a longer window has a lower threshold (cross-checked), so a case holds
+    the other conditions off: its bad fraction stays under every shorter window's threshold, and
+    good traffic before it dilutes every longer window.
+    """
     metric = catalog.metric(alert.metric)
+    conditions = sorted(alert.conditions, key=lambda c: duration_seconds(c.window))
+    longest = _minutes(conditions[-1].window)
+    hold = _minutes(alert.for_)
+    rate = GUARD_MARGIN * catalog.min_rate(alert) * 60
     tests = []
-    lowest = min(c.above for c in alert.conditions)
-    longest = max(_minutes(c.window) for c in alert.conditions)
-    hold = _minutes(alert.for_) + 5
-    for cond in sorted(alert.conditions, key=lambda c: duration_seconds(c.window)):
-        if alert.combine == "or":
-            # Between this condition's threshold and every other one's: only this branch can be true.
-            others = [c.above for c in alert.conditions if c is not cond and c.above > cond.above]
-            frac = math.sqrt(cond.above * min(others)) if others else cond.above * 3
-            run = _minutes(cond.window) + hold
-        else:
-            frac, run = max(c.above for c in alert.conditions) * 3, longest + hold
-        tests.append(_group(
-            f"{alert.name} fires at {frac:.3%} bad over {cond.window}",
-            counter_series(catalog, metric, alert.errors, [(frac, run, RATE)]),
-            [(run, alert.name, [_expect(catalog, alert)])]))
-        if alert.combine == "and":
-            break
-    run = longest + hold
-    tests.append(_group(f"{alert.name} stays quiet at {lowest / 2:.3%} bad",
-                        counter_series(catalog, metric, alert.errors, [(lowest / 2, run, RATE)]),
-                        [(run, alert.name, [])]))
+    for k, cond in enumerate(conditions):
+        cap = conditions[k - 1].above if k else 1.0
+        above = min(ABOVE * cond.above, math.sqrt(cond.above * cap))
+        span = _minutes(cond.window) + hold + 2
+        for case, frac, traffic, expected in (
+            (f"fires at {above:.3%} bad over {cond.window}", above, rate, [_expect(catalog, alert)]),
+            (f"stays quiet at {BELOW * cond.above:.3%} bad over {cond.window}", BELOW * cond.above, rate, []),
+            (f"stays quiet at {above:.3%} bad over {cond.window} under the low-traffic guard", above, rate / GUARD_MARGIN / 2, []),
+        ):
+            phases = [(frac, span, traffic)]
+            if longest > span:
+                phases.insert(0, (0.0, longest - span, _diluting(conditions[k + 1:], frac, span, traffic, longest)))
+            tests.append(_group(f"{alert.name} {case}", counter_series(catalog, metric, alert.errors, phases),
+                                [(sum(p[1] for p in phases), alert.name, expected)]))
     return tests
 
 
+def _diluting(longer: list, frac: float, span: int, rate: float, longest: int) -> float:
+    """Good events per minute before a `span`-minute burn that keep every longer window under half its threshold."""
+    need = [rate * span * (2 * frac / c.above - 1) / (_minutes(c.window) - span)
+            for c in longer if _minutes(c.window) > span]
+    return max([rate] + need)
+
+
 def _spike(catalog: Catalog, alert: Alert) -> list[dict]:
+    """One group's rate (e.g. one tenant's) jumps to ABOVE x factor over its baseline (which the
+    jump itself raises) and fires; to BELOW x factor, or with the jump under min_rate, it stays quiet."""
     metric = catalog.metric(alert.metric)
-    base_min, win_min = _minutes(alert.baseline), _minutes(alert.window)
-    tenant = catalog.tenants[0]
-    labels = _base_labels(catalog, metric) | {label: catalog.label_values(metric, label)[0]
-                                              for label in metric.labels if label != "tenant"}
-    series = _series(metric.name, labels | {"tenant": tenant})
-    quiet_rate = alert.min_rate * 60 / 2
-    spike_rate = alert.min_rate * 60 * alert.factor * 4
-    hold = _minutes(alert.for_) + win_min
-    run = base_min + hold
-    steady_high = alert.min_rate * 60 * 4
-    return [
-        _group(f"{alert.name} fires when one tenant jumps far above its baseline",
-               [{"series": series, "values": counter_values([(quiet_rate, base_min), (spike_rate, hold)])}],
-               [(run, alert.name, [_expect(catalog, alert, {"tenant": tenant})])]),
-        _group(f"{alert.name} stays quiet for a tenant that is steadily busy",
-               [{"series": series, "values": counter_values([(steady_high, run)])}],
-               [(run, alert.name, [])]),
+    baseline, window, hold = _minutes(alert.baseline), _minutes(alert.window), _minutes(alert.for_)
+    factor = alert.factor
+    labels = _base_labels(catalog, metric) | {label: catalog.label_values(metric, label)[0] for label in metric.labels}
+    group = {label: labels[label] for label in alert.by}
+    series = _series(metric.name, labels)
+    jump = window + hold
+    high = GUARD_MARGIN * catalog.min_rate(alert) * 60
+    low = catalog.min_rate(alert) * 60 / 2
+    # Rate before the jump that puts the ratio at m x factor `at` minutes into it.
+    def before(peak: float, m: float, at: int) -> float:
+        return peak * (baseline - m * factor * at) / (m * factor * (baseline - at))
+    m = min(ABOVE, (1 + baseline / (factor * jump)) / 2)
+    cases = [
+        (f"fires when one {'/'.join(alert.by)} jumps to {m * factor:g}x its baseline", before(high, m, jump), high,
+         [_expect(catalog, alert, group)]),
+        (f"stays quiet when the jump peaks at {BELOW * factor:g}x the baseline", before(high, BELOW, window), high, []),
+        (f"stays quiet when the jump stays under {catalog.min_rate(alert):g}/s", low / factor / 10, low, []),
     ]
+    return [_group(f"{alert.name} {case}", [{"series": series, "values": counter_values([(q, baseline), (p, jump)])}],
+                   [(baseline + jump, alert.name, expected)])
+            for case, q, p, expected in cases]
 
 
 def _threshold(catalog: Catalog, alert: Alert) -> list[dict]:
+    """The series sits on the first value that satisfies the comparison, or on the last that does not."""
     metric = catalog.metric(alert.metric)
     labels = _base_labels(catalog, metric)
     series = _series(metric.name, labels)
-    over = alert.value + 1
-    under = max(alert.value - 1, 0)
-    steps = " ".join(_num(v) for v in [0, under, over, over, over])
+    v = alert.value
+    fire, quiet = {">=": (v, v - 1), ">": (v + 1, v), "<=": (v, v + 1), "<": (v - 1, v), "==": (v, v + 1)}[alert.op]
+    run = _minutes(alert.for_) + 2
     return [
-        _group(f"{alert.name} fires when {metric.name} {alert.op} {alert.value:g}",
-               [{"series": series, "values": steps}],
-               [(4 + _minutes(alert.for_), alert.name, [_expect(catalog, alert, labels)])]),
-        _group(f"{alert.name} stays quiet below {alert.value:g}",
-               [{"series": series, "values": " ".join(_num(v) for v in [0, under, 0, under, 0])}],
-               [(4, alert.name, [])]),
+        _group(f"{alert.name} fires when {metric.name} is {_num(fire)}",
+               [{"series": series, "values": f"{_num(fire)}x{run}"}],
+               [(run, alert.name, [_expect(catalog, alert, labels)])]),
+        _group(f"{alert.name} stays quiet when {metric.name} is {_num(quiet)}",
+               [{"series": series, "values": f"{_num(quiet)}x{run}"}],
+               [(run, alert.name, [])]),
     ]
 
 

@@ -18,10 +18,16 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_pkgs[*]}"
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
-  # The Debian packages start system services; vigia runs its own instances.
-  for svc in prometheus prometheus-alertmanager prometheus-node-exporter; do
-    $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
-    $sudo pkill -x "${svc#prometheus-}" >/dev/null 2>&1 || true
+  # The Debian packages start their own daemons; vigia runs its own instances. Stop the daemons
+  # the way the packages started them: systemd units, or (no systemd, e.g. in a container) the
+  # init scripts, which stop exactly the process of their pidfile.
+  for svc in prometheus prometheus-alertmanager; do
+    if [ -d /run/systemd/system ]; then
+      $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    elif [ -x "/etc/init.d/$svc" ]; then
+      $sudo "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
+      $sudo update-rc.d "$svc" disable >/dev/null 2>&1 || true
+    fi
   done
 fi
 

@@ -12,11 +12,13 @@ import pytest
 import yaml
 
 from dashboards import grafana
-from dashboards.panels import CLICKHOUSE, PROMETHEUS, panel_queries
+from dashboards.panels import CLICKHOUSE, PROMETHEUS, READS, dashboards, panel_queries
 from infra import clickhouse, compose, otel, prometheus
 from tests.test_prometheus import known_series, referenced_names
 from vigia import conventions as names
-from vigia.render import PROFILES
+from vigia.model import duration_seconds
+from vigia.render import PROFILES, render_all
+from vigia.writer import serialize
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -33,13 +35,54 @@ def test_otel_pipelines_reference_only_defined_contrib_components(catalog, profi
     assert set(config["service"]["extensions"]) <= set(config["extensions"])
 
 
+def _statements(config: dict, signal: str, context: str) -> list[str]:
+    blocks = config["processors"]["transform/server_blind"][f"{signal}_statements"]
+    return [st for block in blocks if block["context"] == context for st in block["statements"]]
+
+
 def test_otel_logs_keep_exactly_the_catalog_fields_and_no_body(catalog):
-    statements = otel.config(catalog, "prod")["processors"]["transform/server_blind"]["log_statements"][0]["statements"]
+    config = otel.config(catalog, "prod")
+    statements = _statements(config, "log", "log")
     kept = re.findall(r'"([^"]+)"', statements[0])
     assert statements[0].startswith("keep_keys(attributes,")
     assert kept == list(catalog.logs.fields)
     assert 'set(body, "")' in statements
     assert "${env:CLICKHOUSE_OTEL_PASSWORD}" in json.dumps(otel.config(catalog, "prod"))
+
+
+@pytest.mark.parametrize("signal", ["log", "trace"])
+def test_otel_strips_resource_and_scope_attributes(catalog, signal):
+    config = otel.config(catalog, "prod")
+    assert _statements(config, signal, "resource") == ['keep_keys(attributes, ["service.name", "service.instance.id"])']
+    assert _statements(config, signal, "scope") == ['delete_matching_keys(attributes, ".*")']
+    pipeline = config["service"]["pipelines"][f"{signal}s"]["processors"]
+    # The profile label is added after the strip, so it survives it.
+    assert pipeline.index("transform/server_blind") < pipeline.index("resource")
+
+
+def test_otel_spans_keep_route_method_and_status_only(catalog):
+    config = otel.config(catalog, "prod")
+    span = _statements(config, "trace", "span")
+    kept = re.findall(r'"([^"]+)"', span[0])
+    assert kept == list(catalog.logs.fields) + list(otel.SPAN_KEYS)
+    assert any(s.startswith("set(name, Concat(") for s in span), "span names become method + route template"
+    assert any(s.startswith('set(name, "request") where') for s in span)
+    assert 'set(status.message, "")' in span
+    # Span events (exception.message, ...) are dropped before the transform.
+    assert config["processors"]["filter/server_blind"]["traces"] == {"spanevent": ["true"]}
+    assert config["service"]["pipelines"]["traces"]["processors"][1] == "filter/server_blind"
+
+
+def test_otel_metrics_drop_what_prometheus_scrapes_directly(catalog):
+    """The collector's Prometheus exporter carries only what came over OTLP from elsewhere."""
+    config = otel.config(catalog, "prod")
+    condition = config["processors"]["filter/scraped_directly"]["metrics"]["metric"][0]
+    pattern = re.search(r'"\^\((.*)\)\$"', condition).group(1)
+    assert set(pattern.split("|")) == {c.name for c in catalog.components}
+    assert "filter/scraped_directly" in config["service"]["pipelines"]["metrics"]["processors"]
+    port = config["exporters"]["prometheus"]["endpoint"].rsplit(":", 1)[1]
+    jobs = {j["job_name"]: j for j in prometheus.config(catalog, "prod")["scrape_configs"]}
+    assert jobs[names.OTEL_COLLECTOR_JOB]["static_configs"][0]["targets"] == [f"otel-collector:{port}"]
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +109,51 @@ def test_every_dashboard_query_is_valid_promql_on_catalog_names(tmp_path, catalo
     known = known_series(catalog, prometheus.render(catalog, "prod"))
     for uid, title, _, expr in queries:
         assert not referenced_names(expr) - known, f"{uid} / {title}: {referenced_names(expr) - known}"
+
+
+def _base_metric(name: str, catalog) -> str:
+    """The catalog metric behind a series or recording-rule name."""
+    for m in catalog.metrics:
+        if name in (m.name, f"{m.name}_bucket", names.request_rate_rule(m.name)) or name.startswith(f"{m.name}:"):
+            return m.name
+    return name
+
+
+def test_the_dashboards_read_only_metrics_the_catalog_cross_checks(catalog):
+    """Every catalog metric a panel names is an HTTP or SLO metric (derived from the catalog) or
+    listed in READS with every label the panel filters or groups by."""
+    derived = {m.name for m in catalog.metrics if m.http} | {s.metric for s in catalog.slos}
+    reads = {(dashboard, name): labels for dashboard, name, _, labels in READS}
+    titles = {uid: title for _, uid, title in names.DASHBOARDS}
+    for uid, title, kind, expr in panel_queries(catalog):
+        if kind != PROMETHEUS:
+            continue
+        for name in referenced_names(expr):
+            base = _base_metric(name, catalog)
+            if base in derived or base.startswith("slo:"):
+                continue
+            labels = reads.get((titles[uid], base))
+            assert labels is not None, f"{titles[uid]} / {title} reads {base}, which READS does not list"
+            used = set(re.findall(r"(\w+)\s*[=!]~?\s*\"", expr)) | {
+                label.strip() for group in re.findall(r"by \(([^)]*)\)", expr) for label in group.split(",")}
+            assert used - {"route", "code"} <= set(labels), f"{title}: {used - set(labels)}"
+
+
+def test_executive_panels_use_recording_rules_on_internal_routes(catalog):
+    panels = {p.title: p for d in dashboards(catalog) for p in d.panels}
+    latency = panels["Latency p50/p95/p99 by domain"]
+    assert all(":internal_p" in q.expr and "histogram_quantile" not in q.expr for q in latency.queries)
+    errors = panels["Error % by domain (5xx)"]
+    assert all(q.expr.count(names.INTERNAL_ROUTES) == 2 and ":rate5m" in q.expr for q in errors.queries)
+    assert "Policy decisions" in panels
+
+
+def test_the_budget_panel_is_traffic_weighted_over_a_recorded_window_within_retention(catalog):
+    slowest = catalog.burn_rate_tiers[-1]
+    panel = next(p for d in dashboards(catalog) for p in d.panels if p.title.startswith("Error budget remaining"))
+    assert panel.title == f"Error budget remaining ({slowest.long} window)"
+    assert all(names.sli_error_ratio(slowest.long) in q.expr and "_over_time" not in q.expr for q in panel.queries)
+    assert duration_seconds(slowest.long) <= catalog.retention.metrics_days * 86400
 
 
 def test_clickhouse_panels_read_only_catalog_log_fields(catalog):
@@ -131,3 +219,16 @@ def test_compose_pins_every_image_and_holds_no_secret(catalog):
         if "PASSWORD" in var or "TOKEN" in var:
             assert f"${{{var}:?" in text
     assert "generate-me" not in text
+
+
+def test_a_sharded_profile_gets_no_single_host_compose_file(catalog):
+    assert names.COMPOSE_FILE in compose.render(catalog, "prod")
+    assert compose.render(catalog, "cluster") == {}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_rendered_yaml_has_no_anchors(catalog, profile):
+    for path, data in render_all(catalog, profile).items():
+        if path.endswith((".yml", ".yaml")):
+            text = serialize(path, data).decode()
+            assert not re.search(r"[&*]id\d+", text), path

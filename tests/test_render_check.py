@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from vigia.render import PROFILES
+from vigia import conventions as names
+from vigia.check import config_checks
+from vigia.render import PROFILES, render_all
+from vigia.writer import write_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +29,13 @@ def test_render_then_check_passes(tmp_path, profile):
     checked = vigia("check", "--out", str(out))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "FAIL" not in checked.stdout + checked.stderr
-    for tool in ("promtool check config", "promtool test rules", "amtool check-config", "docker-compose config"):
+    tools = ["promtool check rules", "promtool test rules", "amtool check-config"]
+    # One Prometheus config per shard; a sharded profile has no single-host compose file.
+    if profile == "cluster":
+        tools += ["promtool check config prometheus-shard-0.yml", "promtool check config prometheus-shard-1.yml"]
+    else:
+        tools += ["promtool check config prometheus.yml", "docker-compose config"]
+    for tool in tools:
         assert f"ok   {tool}" in checked.stdout
 
 
@@ -64,3 +73,12 @@ def test_a_tampered_rule_test_expectation_fails_the_check(tmp_path):
     checked = vigia("check", "--out", str(out))
     assert checked.returncode == 1
     assert "FAIL promtool test rules" in checked.stderr
+
+
+def test_a_bogus_key_in_any_shard_config_fails_the_check(tmp_path, catalog):
+    write_tree(tmp_path, render_all(catalog, "cluster"))
+    shard = tmp_path / "prometheus/prometheus-shard-1.yml"
+    shard.write_text(shard.read_text().replace("scrape_configs:", "bogus_key: 1\nscrape_configs:", 1))
+    outcomes = {o.name: o.ok for o in config_checks(sorted(tmp_path.glob(names.PROMETHEUS_CONFIGS_GLOB)))}
+    assert outcomes == {"promtool check config prometheus-shard-0.yml": True,
+                        "promtool check config prometheus-shard-1.yml": False}

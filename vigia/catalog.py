@@ -7,6 +7,7 @@ problem is collected; `CatalogError` carries them all, each as `file:line: path:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,10 @@ def loads(text: str, filename: str = "stack.yaml") -> Catalog:
         line = mark.line + 1 if mark else 0
         reason = getattr(exc, "problem", None) or str(exc)
         raise CatalogError([Problem(filename, line, "", f"invalid YAML: {reason}")]) from None
-    lines = _line_index(node)
+    lines, duplicates = _line_index(node)
+    if duplicates:
+        raise CatalogError([Problem(filename, line, _dotted(path), f"duplicate key (first on line {first})")
+                            for path, line, first in duplicates])
     if not isinstance(data, dict):
         raise CatalogError([Problem(filename, 1, "", "the catalog must be a mapping")])
 
@@ -75,24 +79,15 @@ def loads(text: str, filename: str = "stack.yaml") -> Catalog:
 
 
 def cross_check(catalog: Catalog) -> list[tuple[Path_, str]]:
-    """References between sections: every name used is defined, every threshold measurable."""
+    """References between sections: every name used is defined, every threshold measurable,
+    and every rule the catalog asks for can fire and has generated tests that can tell."""
     found: list[tuple[Path_, str]] = []
     components = {c.name for c in catalog.components}
     metrics = {m.name: m for m in catalog.metrics}
-
-    for i, metric in enumerate(catalog.metrics):
-        at = ("metrics", i)
-        if metric.component not in components:
-            found.append((at + ("component",), f"unknown component {metric.component!r}"))
-        for label, ref in metric.labels.items():
-            if ref not in ("routes", "tenants") and ref not in catalog.label_sets:
-                found.append((at + ("labels", label), f"unknown label set {ref!r}"))
-        if metric.buckets and metric.buckets not in catalog.buckets:
-            found.append((at + ("buckets",), f"unknown bucket set {metric.buckets!r}"))
-    for c in catalog.components:
-        for role in ("requests", "duration"):
-            if not any(m.component == c.name and m.http == role for m in catalog.metrics):
-                found.append((("components",), f"component {c.name!r} has no metric with http: {role}"))
+    found += _check_metrics(catalog, components)
+    # Metrics whose labels resolve (known component, known label sets): matchers can be checked.
+    sound = {name: m for name, m in metrics.items() if m.component in components
+             and all(ref in ("routes", "tenants") or ref in catalog.label_sets for ref in m.labels.values())}
 
     def check_metric(at: Path_, name: str | None, matchers: dict[str, str] | None = None, kind: str | None = None):
         if name is None:
@@ -103,9 +98,13 @@ def cross_check(catalog: Catalog) -> list[tuple[Path_, str]]:
             return None
         if kind and metric.type != kind:
             found.append((at + ("metric",), f"{name} is a {metric.type}, a {kind} is needed here"))
-        for label in matchers or {}:
+        for label, pattern in (matchers or {}).items():
             if label not in metric.labels:
                 found.append((at + ("errors", label), f"{name} has no label {label!r}"))
+            elif name in sound:
+                message = _matcher_problem(catalog.label_values(metric, label), pattern)
+                if message:
+                    found.append((at + ("errors", label), f"{label}={pattern!r} {message}"))
         return metric
 
     for i, slo in enumerate(catalog.slos):
@@ -115,10 +114,13 @@ def cross_check(catalog: Catalog) -> list[tuple[Path_, str]]:
         kind = "histogram" if slo.kind == "latency" else "counter"
         metric = check_metric(at, slo.metric, slo.errors, kind)
         if metric and slo.kind == "latency" and metric.buckets in catalog.buckets:
-            if slo.threshold_seconds not in catalog.bucket_bounds(metric):
-                found.append((at + ("threshold_seconds",),
-                              f"{slo.threshold_seconds} is not a bucket boundary of {metric.name} "
-                              f"(buckets: {', '.join(f'{b:g}' for b in catalog.bucket_bounds(metric))})"))
+            found += _boundary(catalog, metric, slo.threshold_seconds, at + ("threshold_seconds",), needs_above=False)
+        for tier in catalog.burn_rate_tiers:
+            if tier.factor * slo.error_budget >= 1:
+                found.append((at + ("objective",), f"the {tier.factor:g}x tier would need more than 100 % bad events "
+                                                   f"(budget {slo.error_budget:.2%}): lower the factor or raise the objective"))
+                break
+    found += _check_tiers(catalog)
     for i, alert in enumerate(catalog.alerts):
         at = ("alerts", i)
         if alert.component and alert.component not in components:
@@ -126,18 +128,19 @@ def cross_check(catalog: Catalog) -> list[tuple[Path_, str]]:
         kind = {"latency_quantile": "histogram", "error_ratio": "counter", "spike": "counter"}.get(alert.kind)
         metric = check_metric(at, alert.metric, alert.errors, kind)
         if metric:
-            for label in alert.by:
+            for j, label in enumerate(alert.by):
                 if label not in metric.labels:
-                    found.append((at + ("by",), f"{metric.name} has no label {label!r}"))
-        if alert.kind == "spike" and alert.window and alert.baseline:
-            if duration_seconds(alert.baseline) <= duration_seconds(alert.window):
-                found.append((at + ("baseline",), "the baseline window must be longer than the window"))
+                    found.append((at + ("by", j), f"{metric.name} has no label {label!r}"))
+        if metric and alert.kind == "latency_quantile" and metric.buckets in catalog.buckets:
+            found += _boundary(catalog, metric, alert.threshold, at + ("threshold",), needs_above=True)
+        found += _check_alert_windows(alert, at)
     names = [a.name for a in catalog.alerts]
     for i, name in enumerate(names):
         if names.index(name) != i:
             found.append((("alerts", i, "name"), f"duplicate alert name {name!r}"))
     if "Watchdog" not in names:
         found.append((("alerts",), "a Watchdog alert is required: it proves the alerting path end to end"))
+    found += _check_dashboards(catalog, sound)
     all_routes = {r for c in catalog.components for r in c.route_templates}
     for key in catalog.logs.sampling.routes:
         if key not in all_routes:
@@ -156,6 +159,119 @@ def cross_check(catalog: Catalog) -> list[tuple[Path_, str]]:
     for token, spec in catalog.error_tokens.items():
         if token in ("BACKPRESSURE", "RATE_LIMIT") and not spec.retry_after:
             found.append((("error_tokens", token, "retry_after"), f"{token} must carry retry_after_ms"))
+    return found
+
+
+# What the renderers and dashboards read from each component's HTTP metrics.
+HTTP_METRIC_SHAPE = {"requests": ("counter", ("route", "code")), "duration": ("histogram", ("route",))}
+
+
+def _check_metrics(catalog: Catalog, components: set[str]) -> list[tuple[Path_, str]]:
+    found: list[tuple[Path_, str]] = []
+    for i, metric in enumerate(catalog.metrics):
+        at = ("metrics", i)
+        if metric.component not in components:
+            found.append((at + ("component",), f"unknown component {metric.component!r}"))
+        for label, ref in metric.labels.items():
+            if ref not in ("routes", "tenants") and ref not in catalog.label_sets:
+                found.append((at + ("labels", label), f"unknown label set {ref!r}"))
+        if metric.buckets and metric.buckets not in catalog.buckets:
+            found.append((at + ("buckets",), f"unknown bucket set {metric.buckets!r}"))
+        needs = HTTP_METRIC_SHAPE.get(metric.http)
+        if needs and (metric.type != needs[0] or not set(needs[1]) <= set(metric.labels)):
+            found.append((at + ("http",), f"an http: {metric.http} metric is a {needs[0]} with the labels {', '.join(needs[1])}"))
+    for i, c in enumerate(catalog.components):
+        for role in ("requests", "duration"):
+            if not any(m.component == c.name and m.http == role for m in catalog.metrics):
+                found.append((("components", i), f"component {c.name!r} has no metric with http: {role}"))
+    return found
+
+
+def _matcher_problem(values: tuple[str, ...], pattern: str) -> str | None:
+    """A label matcher must select some of the label's closed set of values, and not all of them."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        return f"is not a valid regular expression: {exc}"
+    matched = [v for v in values if regex.fullmatch(v)]
+    if not matched:
+        return f"matches none of the label's values ({', '.join(repr(v) for v in values)})"
+    if len(matched) == len(values):
+        return "matches every value of the label: no event would count as good"
+    return None
+
+
+def _boundary(catalog: Catalog, metric, threshold: float | None, at: Path_, needs_above: bool) -> list[tuple[Path_, str]]:
+    """A latency threshold must be a bucket boundary (and, for a quantile alert, not the last one)."""
+    bounds = catalog.bucket_bounds(metric)
+    listing = ", ".join(f"{b:g}" for b in bounds)
+    if threshold not in bounds:
+        return [(at, f"{threshold:g} is not a bucket boundary of {metric.name} (buckets: {listing})")]
+    if needs_above and threshold == bounds[-1]:
+        return [(at, f"{threshold:g} is the last bucket boundary of {metric.name}: a quantile cannot be measured above it")]
+    return []
+
+
+def _check_tiers(catalog: Catalog) -> list[tuple[Path_, str]]:
+    """Tiers run from the fastest burn to the slowest: the factor falls and the windows grow."""
+    found: list[tuple[Path_, str]] = []
+    tiers = catalog.burn_rate_tiers
+    if not tiers:
+        return [(("burn_rate_tiers",), "at least one tier is needed")]
+    for i in range(1, len(tiers)):
+        at = ("burn_rate_tiers", i)
+        if tiers[i].factor >= tiers[i - 1].factor:
+            found.append((at + ("factor",), f"must be below the previous tier's ({tiers[i - 1].factor:g}): list tiers from the fastest burn"))
+        if duration_seconds(tiers[i].long) < 2 * duration_seconds(tiers[i - 1].long):
+            found.append((at + ("long",), f"must be at least twice the previous tier's long window ({tiers[i - 1].long})"))
+    retention = catalog.retention.metrics_days * 86400
+    for i, tier in enumerate(tiers):
+        if duration_seconds(tier.long) > retention:
+            found.append((("burn_rate_tiers", i, "long"),
+                          f"longer than the metrics retention ({catalog.retention.metrics_days}d)"))
+    return found
+
+
+def _check_alert_windows(alert, at: Path_) -> list[tuple[Path_, str]]:
+    found: list[tuple[Path_, str]] = []
+    if alert.kind == "latency_quantile" and len(set(alert.windows)) != len(alert.windows):
+        found.append((at + ("windows",), "windows must differ"))
+    if alert.kind == "error_ratio":
+        ordered = sorted(enumerate(alert.conditions), key=lambda c: duration_seconds(c[1].window))
+        for (_, shorter), (j, longer) in zip(ordered, ordered[1:]):
+            if duration_seconds(longer.window) == duration_seconds(shorter.window):
+                found.append((at + ("conditions", j, "window"), f"two conditions over {longer.window}"))
+            elif longer.above >= shorter.above:
+                found.append((at + ("conditions", j, "above"),
+                              f"a longer window needs a lower threshold than the {shorter.window} one ({shorter.above:g}), "
+                              f"or the shorter window always fires first"))
+    if alert.kind == "spike" and alert.window and alert.baseline and alert.factor:
+        reach = alert.factor * (duration_seconds(alert.window) + duration_seconds(alert.for_))
+        if duration_seconds(alert.baseline) <= reach:
+            found.append((at + ("baseline",), f"must be longer than factor x (window + for) = {reach / 60:g}m: the spike "
+                                              f"itself raises the baseline, so no spike could ever fire"))
+    return found
+
+
+def _check_dashboards(catalog: Catalog, sound: dict) -> list[tuple[Path_, str]]:
+    """Every metric the dashboards name (beyond the HTTP and SLO metrics), with the labels they use."""
+    from dashboards.panels import READS
+
+    found: list[tuple[Path_, str]] = []
+    index = {m.name: i for i, m in enumerate(catalog.metrics)}
+    for dashboard, name, kind, labels in READS:
+        if name not in index:
+            found.append((("metrics",), f"the {dashboard} dashboard reads {name}, which the catalog does not define"))
+            continue
+        at, metric = ("metrics", index[name]), catalog.metrics[index[name]]
+        if metric.type != kind:
+            found.append((at + ("type",), f"the {dashboard} dashboard reads {name} as a {kind}"))
+        for label, value in labels.items():
+            if label not in metric.labels:
+                found.append((at + ("labels",), f"the {dashboard} dashboard reads {name} by {label!r}, a label it does not have"))
+            elif value is not None and name in sound and value not in catalog.label_values(metric, label):
+                found.append((at + ("labels", label),
+                              f"the {dashboard} dashboard reads {name} with {label}={value!r}, outside the label's values"))
     return found
 
 
@@ -186,24 +302,32 @@ def _dotted(path: Path_) -> str:
     return out
 
 
-def _line_index(root: yaml.Node | None) -> dict[Path_, int]:
-    """Map every path in the YAML document to its 1-based line."""
+def _line_index(root: yaml.Node | None) -> tuple[dict[Path_, int], list[tuple[Path_, int, int]]]:
+    """Map every path in the YAML document to its 1-based line; list duplicate keys (path, line, first line)."""
     index: dict[Path_, int] = {}
+    duplicates: list[tuple[Path_, int, int]] = []
 
     def walk(node: yaml.Node, path: Path_) -> None:
         index[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
+            seen: dict[object, int] = {}
             for key, value in node.value:
-                child = path + (key.value,)
+                name = key.value if isinstance(key, yaml.ScalarNode) else repr(key.value)
+                child = path + (name,)
+                line = key.start_mark.line + 1
+                if name in seen:
+                    duplicates.append((child, line, seen[name]))
+                    continue
+                seen[name] = line
                 walk(value, child)
-                index[child] = key.start_mark.line + 1
+                index[child] = line
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 walk(item, path + (i,))
 
     if root is not None:
         walk(root, ())
-    return index
+    return index, duplicates
 
 
 def _nearest_line(lines: dict[Path_, int], path: Path_) -> int:

@@ -34,12 +34,12 @@ class Outcome:
 
 def run_checks(out_dir: str | Path) -> list[Outcome]:
     out = Path(out_dir)
-    if not (out / names.PROMETHEUS_CONFIG).exists():
-        return [Outcome("rendered tree", False, f"{out / names.PROMETHEUS_CONFIG} not found; run `vigia render --out {out}` first")]
-    outcomes = [
-        _tool("promtool check config", ["promtool", "check", "config", str(out / names.PROMETHEUS_CONFIG)]),
-        _tool("promtool check rules", ["promtool", "check", "rules",
-                                       str(out / names.RECORDING_RULES), str(out / names.ALERT_RULES)]),
+    configs = sorted(out.glob(names.PROMETHEUS_CONFIGS_GLOB))
+    if not configs:
+        return [Outcome("rendered tree", False, f"no {names.PROMETHEUS_CONFIGS_GLOB} in {out}; run `vigia render --out {out}` first")]
+    outcomes = config_checks(configs)
+    outcomes += [
+        _tool("promtool check rules", ["promtool", "check", "rules", *(str(out / path) for path in names.RULE_FILES)]),
         _tool("promtool test rules", ["promtool", "test", "rules",
                                       *sorted(str(p) for p in (out / names.RULE_TESTS).parent.glob("*_test.yml"))]),
         _tool("amtool check-config", ["amtool", "check-config", str(out / names.ALERTMANAGER_CONFIG)]),
@@ -53,6 +53,12 @@ def run_checks(out_dir: str | Path) -> list[Outcome]:
             cmd += ["--env-file", str(env)]
         outcomes.append(_tool("docker-compose config", cmd + ["config", "-q"]))
     return outcomes
+
+
+def config_checks(configs: list[Path]) -> list[Outcome]:
+    """`promtool check config` on each Prometheus config (one, or one per shard)."""
+    return [_tool(f"promtool check config {config.name}", ["promtool", "check", "config", str(config)])
+            for config in configs]
 
 
 def route_tests(out: Path) -> list[Outcome]:

@@ -7,9 +7,9 @@ nothing reads YAML again. Renderers, the collectors library and the jobs take a 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 DURATION = re.compile(r"^\d+(ms|s|m|h|d|w)$")
 DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -31,6 +31,18 @@ def _check_duration(value: str) -> str:
     if not DURATION.match(value):
         raise ValueError(f"{value!r} is not a Prometheus duration like 5m, 1h, 3d")
     return value
+
+
+def _whole_minutes(value: str) -> str:
+    _check_duration(value)
+    if duration_seconds(value) % 60:
+        raise ValueError(f"{value!r} must be a whole number of minutes (the generated rule tests step by minutes)")
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_check_duration)]
+# Windows and `for` of rules that have generated promtool tests.
+Minutes = Annotated[str, AfterValidator(_whole_minutes)]
 
 
 class Route(Frozen):
@@ -84,7 +96,9 @@ class Slo(Frozen):
     objective: float = Field(gt=0, lt=100)
     metric: str
     errors: dict[str, str] = Field(default_factory=dict)
-    threshold_seconds: float | None = None
+    threshold_seconds: float | None = Field(default=None, gt=0)
+    # Events per second the long window needs before a burn alert may fire (default: the catalog's).
+    min_rate: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _shape(self) -> "Slo":
@@ -101,66 +115,82 @@ class Slo(Frozen):
 
 
 class BurnRateTier(Frozen):
+    """One multi-window tier: alert when the bad-event ratio exceeds `factor` x the error budget
+    over both `long` and `short` (SRE workbook ch. 5: short = long / 12)."""
+
     severity: Literal["page", "ticket"]
     factor: float = Field(gt=0)
-    long: str
-    short: str
-    for_: str = Field(alias="for")
+    long: Minutes
+    short: Minutes
+    for_: Minutes = Field(alias="for")
 
-    _d = field_validator("long", "short", "for_")(_check_duration)
+    @field_validator("short")
+    @classmethod
+    def _short(cls, value: str, info: ValidationInfo) -> str:
+        long = info.data.get("long")
+        if long and duration_seconds(value) * 4 > duration_seconds(long):
+            raise ValueError(f"must be at most a quarter of the long window ({long})")
+        return value
+
+    @field_validator("for_")
+    @classmethod
+    def _for(cls, value: str, info: ValidationInfo) -> str:
+        short = info.data.get("short")
+        if short and duration_seconds(value) >= duration_seconds(short):
+            raise ValueError(f"must be shorter than the short window ({short})")
+        return value
 
 
 class Condition(Frozen):
-    window: str
-    above: float = Field(gt=0)
-
-    _d = field_validator("window")(_check_duration)
+    window: Minutes
+    above: float = Field(gt=0, lt=1)
 
 
 class Alert(Frozen):
+    """A blueprint alert. `latency_quantile` fires when the quantile is above `threshold` over
+    every window; `error_ratio` when any condition holds (the ratio over its window is above its
+    `above`); `spike` when a group's rate over `window` exceeds `factor` x its rate over `baseline`.
+    Ratio and spike alerts stay quiet below `min_rate` events per second (default: the catalog's)."""
+
     name: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$")
     kind: Literal["latency_quantile", "error_ratio", "spike", "threshold", "target_down", "absent", "watchdog"]
     severity: Literal["page", "ticket", "none"]
     summary: str
     component: str | None = None
     metric: str | None = None
-    for_: str = Field(default="0s", alias="for")
+    for_: Minutes = Field(default="0m", alias="for")
     # latency_quantile
     quantile: float | None = Field(default=None, gt=0, lt=1)
-    threshold: float | None = None
-    windows: tuple[str, ...] = ()
+    threshold: float | None = Field(default=None, gt=0)
+    windows: tuple[Minutes, ...] = ()
     # error_ratio
     errors: dict[str, str] = Field(default_factory=dict)
-    combine: Literal["and", "or"] = "and"
     conditions: tuple[Condition, ...] = ()
     # spike
     by: tuple[str, ...] = ()
-    window: str | None = None
-    baseline: str | None = None
-    factor: float | None = None
-    min_rate: float | None = None
+    window: Minutes | None = None
+    baseline: Minutes | None = None
+    factor: float | None = Field(default=None, gt=1)
+    # error_ratio, spike
+    min_rate: float | None = Field(default=None, gt=0)
     # threshold
     op: Literal[">", ">=", "<", "<=", "=="] | None = None
     value: float | None = None
 
-    _d = field_validator("for_")(_check_duration)
-
     @model_validator(mode="after")
     def _shape(self) -> "Alert":
         needs = {
-            "latency_quantile": ("metric", "quantile", "threshold", "windows"),
-            "error_ratio": ("metric", "errors", "conditions"),
-            "spike": ("metric", "by", "window", "baseline", "factor", "min_rate"),
-            "threshold": ("metric", "op", "value"),
-            "absent": ("metric",),
+            "latency_quantile": ("component", "metric", "quantile", "threshold", "windows"),
+            "error_ratio": ("component", "metric", "errors", "conditions"),
+            "spike": ("component", "metric", "by", "window", "baseline", "factor"),
+            "threshold": ("component", "metric", "op", "value"),
+            "absent": ("component", "metric"),
             "target_down": (),
             "watchdog": (),
         }[self.kind]
         missing = [name for name in needs if getattr(self, name) in (None, (), {})]
         if missing:
             raise ValueError(f"a {self.kind} alert needs {', '.join(missing)}")
-        for window in (*self.windows, *(w for w in (self.window, self.baseline) if w)):
-            _check_duration(window)
         return self
 
 
@@ -231,17 +261,24 @@ class Storage(Frozen):
 
 
 class Profile(Frozen):
-    scrape_interval: str
-    evaluation_interval: str
+    scrape_interval: Duration
+    evaluation_interval: Duration
     host: str
     prometheus_port: int
     alertmanager_port: int
     webhook_sink_port: int
     shards: int = Field(default=1, ge=1)
     remote_write_url: str | None = None
+    # The remote store's Prometheus query API (Grafana's datasource when scraping is sharded).
+    query_url: str | None = None
     clickhouse_cluster: str | None = None
 
-    _d = field_validator("scrape_interval", "evaluation_interval")(_check_duration)
+    @model_validator(mode="after")
+    def _sharded(self) -> "Profile":
+        if self.shards > 1 and not (self.remote_write_url and self.query_url):
+            raise ValueError("sharded scraping needs remote_write_url and query_url: the shards only scrape; "
+                             "the remote store holds the data, evaluates the rules and answers queries")
+        return self
 
 
 class Alerting(Frozen):
@@ -249,20 +286,18 @@ class Alerting(Frozen):
     smtp_from: str
     smtp_username: str
     page_email_to: str
-    group_wait: str
-    group_interval: str
-    repeat_interval: str
-    watchdog_repeat_interval: str
-
-    _d = field_validator("group_wait", "group_interval", "repeat_interval", "watchdog_repeat_interval")(_check_duration)
+    group_wait: Duration
+    group_interval: Duration
+    repeat_interval: Duration
+    watchdog_repeat_interval: Duration
 
 
 class Catalog(Frozen):
     version: Literal[1]
     project: str
     runbook_base_url: str
-    tenants: tuple[str, ...]
-    components: tuple[Component, ...]
+    tenants: tuple[str, ...] = Field(min_length=1)
+    components: tuple[Component, ...] = Field(min_length=1)
     label_sets: dict[str, tuple[str, ...]]
     buckets: dict[str, tuple[float, ...]]
     metrics: tuple[Metric, ...]
@@ -308,3 +343,12 @@ class Catalog(Frozen):
 
     def bucket_bounds(self, metric: Metric) -> tuple[float, ...]:
         return self.buckets[metric.buckets] if metric.buckets else ()
+
+    def min_rate(self, item: "Slo | Alert") -> float:
+        """Events per second an SLO's burn alerts (or a ratio or spike alert) need before they may fire."""
+        return item.min_rate if item.min_rate is not None else self.low_traffic_min_rate
+
+    def sli_windows(self) -> tuple[str, ...]:
+        """Every window the burn-rate tiers read, shortest first: the SLI ratios are recorded over these."""
+        windows = {w for tier in self.burn_rate_tiers for w in (tier.short, tier.long)}
+        return tuple(sorted(windows, key=duration_seconds))

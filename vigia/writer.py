@@ -21,7 +21,10 @@ MANIFEST = ".vigia-rendered"
 
 
 class _Dumper(yaml.SafeDumper):
-    """Block style, multi-line strings as literal blocks: diff-friendly, byte-stable."""
+    """Block style, multi-line strings as literal blocks, no anchors: diff-friendly, byte-stable."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
 
 
 def _str_presenter(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
