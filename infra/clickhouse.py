@@ -3,6 +3,13 @@ hourly aggregates, and the users Grafana and the OTel Collector connect as.
 
 Columns come from the catalog's closed field list, so a field can only reach ClickHouse if the
 catalog allows it. Days are partitions: the loader replaces a whole day atomically.
+Retention is the store's policy (`ttls`, `audit_days`): logs `retention.logs_days`; trails one value of
+`retention.audit_days` (its `default` unless a run chooses another within min..max); the quarantine
+of each kind as long as that kind; gold `retention.gold_days`. The quarantine keeps no value of a
+bad line: its key names, the reason, where it was and the SHA-256 of its bytes.
+Gold log rows are weighted by the sampler's rates (jobs/clickhouse_load.py `sample_weight_sql`):
+`lines` is what was stored, `requests` and `errors` estimate what happened; while the `spike` flag
+(or another runtime sampling override) raises the success rate, they over-estimate.
 In the `cluster` profile every table is a ReplicatedMergeTree `<name>_local` ON CLUSTER with a
 Distributed `<name>` in front, so queries read the same names everywhere.
 """
@@ -21,6 +28,27 @@ LOG_TYPES = {
     "int": "Nullable(Int64) CODEC(ZSTD(1))",
 }
 PROVENANCE = ["`_file` LowCardinality(String) DEFAULT ''", "`_line` UInt32 DEFAULT 0"]
+QUARANTINE_COLUMNS = [
+    "`keys` Array(String) COMMENT 'top-level key names of the line; a name that is not an identifier or looks like a secret is (redacted)'",
+    "`sha256` FixedString(64) COMMENT 'SHA-256 of the raw line: identifies it, keeps no value'",
+]
+
+
+def ttls(catalog: Catalog, audit: int | None = None) -> dict[str, str]:
+    """Table -> TTL expression, from the retention policy."""
+    r, trails = catalog.retention, catalog.retention.audit_days.policy(audit)
+    return {
+        names.LOGS_TABLE: f"toDateTime(ts) + INTERVAL {r.logs_days} DAY",
+        names.TRAILS_TABLE: f"toDateTime(ts) + INTERVAL {trails} DAY",
+        names.QUARANTINE_TABLE: f"day + toIntervalDay(if(kind = 'audit', {trails}, {r.logs_days}))",
+        names.GOLD_HOURLY_TABLE: f"hour + INTERVAL {r.gold_days} DAY",
+        names.GOLD_TRAILS_HOURLY_TABLE: f"hour + INTERVAL {r.gold_days} DAY",
+    }
+
+
+def without_ttl(clauses: str) -> str:
+    """Engine clauses minus the TTL (for the loader's staging tables)."""
+    return clauses.split(" TTL ")[0]
 
 
 def render(catalog: Catalog, profile: str) -> dict[str, object]:
@@ -48,31 +76,34 @@ def trail_columns() -> list[str]:
 
 def tables(catalog: Catalog) -> list[tuple[str, list[str], str]]:
     """(name, columns, engine clauses after the engine) for every table, in creation order."""
-    r = catalog.retention
+    ttl = ttls(catalog)
     return [
         (names.LOGS_TABLE, log_columns(catalog),
-         f"PARTITION BY toYYYYMMDD(ts) ORDER BY (component, route, ts) "
-         f"TTL toDateTime(ts) + INTERVAL {r.logs_days} DAY"),
+         f"PARTITION BY toYYYYMMDD(ts) ORDER BY (component, route, ts) TTL {ttl[names.LOGS_TABLE]}"),
         (names.TRAILS_TABLE, trail_columns(),
-         f"PARTITION BY toYYYYMMDD(ts) ORDER BY (kind, ts, id) "
-         f"TTL toDateTime(ts) + INTERVAL {r.audit_days.max} DAY"),
+         f"PARTITION BY toYYYYMMDD(ts) ORDER BY (kind, ts, id) TTL {ttl[names.TRAILS_TABLE]}"),
         (names.QUARANTINE_TABLE, [
-            "`day` Date", "`kind` LowCardinality(String)", "`file` String", "`line` UInt32",
-            "`raw` String CODEC(ZSTD(3))", "`reason` String", "`at` DateTime64(3, 'UTC') DEFAULT now64(3)"],
-         f"PARTITION BY toYYYYMM(day) ORDER BY (day, kind, file, line) TTL day + INTERVAL {r.logs_days} DAY"),
+            "`day` Date", "`kind` LowCardinality(String)", "`file` String", "`line` UInt32", "`reason` String",
+            *QUARANTINE_COLUMNS, "`at` DateTime64(3, 'UTC') DEFAULT now64(3)"],
+         f"PARTITION BY toYYYYMM(day) ORDER BY (day, kind, file, line) TTL {ttl[names.QUARANTINE_TABLE]}"),
         (names.LEDGER_TABLE, [
             "`kind` LowCardinality(String)", "`day` Date", "`object_key` String", "`sha256` FixedString(64)",
             "`lines` UInt64", "`rows` UInt64", "`quarantined` UInt64", "`loaded_at` DateTime64(3, 'UTC')"],
          "ORDER BY (kind, day, object_key)"),
         (names.GOLD_HOURLY_TABLE, [
             "`hour` DateTime('UTC')", "`component` LowCardinality(String)", "`route` LowCardinality(String)",
-            "`requests` UInt64", "`errors` UInt64", "`p50_ms` Float64", "`p95_ms` Float64", "`p99_ms` Float64"],
-         f"PARTITION BY toYYYYMMDD(hour) ORDER BY (component, route, hour) "
-         f"TTL hour + INTERVAL {r.gold_days} DAY"),
+            "`method` LowCardinality(String)", "`tool` LowCardinality(String)", "`err_token` LowCardinality(String)",
+            "`lines` UInt64 COMMENT 'log lines stored (after sampling)'",
+            "`requests` Float64 COMMENT 'lines weighted by 1 / sampling rate; over-estimates while the spike flag is on'",
+            "`errors` Float64 COMMENT 'weighted like requests (errors are kept at sampling.error)'",
+            "`error_rate` Float64 COMMENT 'errors / requests'",
+            "`p50_ms` Float64", "`p95_ms` Float64", "`p99_ms` Float64"],
+         f"PARTITION BY toYYYYMMDD(hour) ORDER BY (component, route, method, tool, err_token, hour) "
+         f"TTL {ttl[names.GOLD_HOURLY_TABLE]}"),
         (names.GOLD_TRAILS_HOURLY_TABLE, [
             "`hour` DateTime('UTC')", "`kind` LowCardinality(String)", "`scope` LowCardinality(String)",
             "`records` UInt64", "`signed` UInt64"],
-         f"PARTITION BY toYYYYMMDD(hour) ORDER BY (kind, scope, hour) TTL hour + INTERVAL {r.gold_days} DAY"),
+         f"PARTITION BY toYYYYMMDD(hour) ORDER BY (kind, scope, hour) TTL {ttl[names.GOLD_TRAILS_HOURLY_TABLE]}"),
     ]
 
 

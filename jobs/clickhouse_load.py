@@ -1,29 +1,67 @@
-"""Load a day's NDJSON objects into ClickHouse silver tables, exactly once, atomically.
+"""Load a day's NDJSON objects into ClickHouse silver tables, exactly once, atomically, checked
+against the catalog line by line without parsing the good lines in Python.
 
-Wire format: raw NDJSON -> `INSERT ... FORMAT JSONEachRow` (no per-row Python parsing on the
-good path), unknown keys and wrong types rejected by ClickHouse itself. A rejected object is
-then checked line by line: bad lines go to the quarantine table with the reason, good ones are
-inserted. Each object lands in a staging table with its provenance (`_file`, `_line`); when the
-staging row count equals the manifest's lines minus quarantined, the day's partitions replace
-the silver ones (`REPLACE PARTITION`), the ledger records each object, and the day's gold hourly
-rows are recomputed the same way. A re-run finds every object in the ledger and loads nothing.
+Per object (the fast path, all in ClickHouse):
+1. the raw bytes go in as they are (`INSERT ... FORMAT LineAsString` into a one-column table:
+   no line can make this insert fail), numbered in file order (`_line`, 1-based, like `splitlines`);
+2. one `INSERT ... SELECT` checks every line against the catalog, rendered into SQL once per
+   catalog (`CatalogSql`): a single RE2 match of the whole line against the wire format (compact
+   JSON; the closed field list; each field's type, pattern and length; for trails the canonical key
+   order, the kind's exact `data` fields and `meta`), then on the extracted values the closed sets
+   (component, route of that component, tenant, method, tool, ErrorToken), the leak patterns of
+   `collectors.logger.LEAKS`, required fields, no repeated key, and a real timestamp *within the
+   file's UTC day*; the good lines land, typed, in the staging table with their provenance;
+3. only the lines that failed are read back into Python, where the reference check
+   (`bad_line_reason`: `json.loads` + `collectors.logger.check_value`, `collectors.trails.Rules`)
+   names the reason. A line it finds valid (e.g. JSON with spaces, or escaped characters, that the
+   wire format does not use) is loaded through strict `FORMAT JSONEachRow`, and if ClickHouse still
+   rejects one, that line alone is quarantined with the error's code.
+
+So the run never fails on data. A bad line goes to the quarantine table redacted: object key, line
+number, reason, the line's top-level key names (a name that is not an identifier or looks like a
+secret is replaced), and the SHA-256 of the raw line; no value is kept. The table expires like the
+store's quarantine (`infra.clickhouse.ttls`: each kind as long as that kind is kept).
+
+Per day: when the staging holds exactly the manifest's lines minus the quarantined ones, the file's
+day partition replaces silver's (`REPLACE PARTITION`, atomic), then the day's gold hourly rows are
+recomputed the same way, and last the ledger records each object (key + SHA-256 of its content).
+A re-run finds every object in the ledger and loads nothing (`LoadResult.skipped`); a run killed
+before the ledger write redoes the day, idempotently. The caller may take the ledger write out of
+`load_day` (`write_ledger=False`) and call `record_loaded` after its own last step.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
-from collectors.logger import check_value
+from collectors.logger import LEAKS, PATTERNS, check_value
+from collectors.trails import ARG_KEY, ARG_VALUE_MAX, ORDER as TRAIL_KEYS, Rules, TrailError
 from infra import clickhouse
 from vigia import conventions as names
 from vigia.model import Catalog
 
 TABLES = {"logs": names.LOGS_TABLE, "audit": names.TRAILS_TABLE}
+# Strict JSONEachRow for the lines the fast check sent back and the reference check passed.
 STRICT = {"input_format_skip_unknown_fields": 0, "input_format_allow_errors_num": 0,
-          "date_time_input_format": "best_effort"}
-TRAIL_KEYS = ("id", "ts", "kind", "scope", "actor", "refs", "data", "meta", "sig")
+          "input_format_json_read_numbers_as_strings": 0, "input_format_json_read_bools_as_numbers": 0,
+          "input_format_json_read_bools_as_strings": 0, "input_format_json_read_arrays_as_strings": 0,
+          "input_format_null_as_default": 0, "date_time_input_format": "best_effort"}
+REQUIRED_LOG_FIELDS = ("ts", "component", "node")  # the logger writes these on every line
+META_KEYS = ("hash", "key_id", "prev", "seq", "tenant")
+HEX = {"hash": re.compile(r"[0-9a-f]{64}"), "key_id": re.compile(r"[0-9a-f]{16}"), "prev": re.compile(r"(?:[0-9a-f]{64})?"),
+       "sig": re.compile(r"(?:[0-9a-f]{128})?")}
+INT64 = (-(1 << 63), (1 << 63) - 1)
+KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+OUTSIDE_DAY = "ts outside the file's day"
+# One stream, so the Memory table holds the lines in file order (parallel parsing may reorder blocks).
+IN_ORDER = {"input_format_parallel_parsing": 0, "max_threads": 1, "max_insert_threads": 1}
+# Every rule is evaluated on every line (the good ones need them all anyway): lazy evaluation of
+# the many AND-ed checks recomputes shared parts per branch and is several times slower.
+CHECK_SETTINGS = {"short_circuit_function_evaluation": "disable", "max_insert_threads": 2}
 
 
 @dataclass(frozen=True)
@@ -39,144 +77,613 @@ class LoadResult:
     rows: int
     quarantined: int
     skipped: bool
+    per_object: dict[str, int] = field(default_factory=dict)  # object key -> lines quarantined
+
+
+@dataclass(frozen=True)
+class BadLine:
+    line: int
+    raw: bytes
+    reason: str
 
 
 class LoadError(RuntimeError):
-    """The day could not be loaded consistently; nothing was replaced."""
+    """The day could not be loaded consistently; nothing was replaced. Names the object."""
 
 
-def ensure_schema(client, catalog: Catalog) -> None:
-    for statement in clickhouse.statements(catalog, "local"):
-        client.command(statement)
-    db = catalog.storage.clickhouse_database
-    for table in (*TABLES.values(), names.GOLD_HOURLY_TABLE, names.GOLD_TRAILS_HOURLY_TABLE):
-        client.command(f"CREATE TABLE IF NOT EXISTS {db}.{table}_staging AS {db}.{table}")
-        client.command(f"CREATE TABLE IF NOT EXISTS {db}.{table}_raw AS {db}.{table} ENGINE = TinyLog")
+# ---------------------------------------------------------------- the catalog's rules, in Python
 
-
-def _columns(client, table: str) -> list[str]:
-    return [r[0] for r in client.query(f"SELECT name FROM system.columns WHERE database || '.' || table = '{table}' "
-                                       "ORDER BY position").result_rows]
-
-
-def bad_line_reason(catalog: Catalog, kind: str, line: bytes) -> str | None:
-    """Why one NDJSON line may not be loaded, or None."""
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return "not JSON"
+def key_names(record: object) -> list[str]:
+    """A record's top-level key names, each replaced when it is not an identifier or looks like a secret."""
     if not isinstance(record, dict):
-        return "not a JSON object"
-    if kind == "audit":
-        if list(record) != list(TRAIL_KEYS):
-            return "trail keys are not id, ts, kind, scope, actor, refs, data, meta, sig"
-        return None
-    fields = catalog.logs.fields
-    for key, value in record.items():
-        if key not in fields:
-            return f"field {key!r} is not in the catalog"
-        reason = check_value(fields[key], value, catalog.logs.max_value_length)
-        if reason:
-            return f"field {key!r}: {reason}"
-    if "ts" not in record:
-        return "no ts"
+        return []
+    return [safe_key(k) for k in record]
+
+
+def safe_key(key: str) -> str:
+    return key if KEY_NAME.fullmatch(key) and not any(p.search(key) for p in LEAKS.values()) else "(redacted)"
+
+
+def closed_sets(catalog: Catalog) -> dict[str, frozenset[str]]:
+    """Log fields whose values the catalog enumerates (route is checked per component)."""
+    sets = {"component": frozenset(c.name for c in catalog.components),
+            "tenant": frozenset(catalog.tenants + (names.OTHER_TENANT,)),
+            "err_token": frozenset(catalog.error_tokens)}
+    for field_name in ("method", "tool"):
+        if field_name in catalog.label_sets:
+            sets[field_name] = frozenset(catalog.label_sets[field_name])
+    return {k: v for k, v in sets.items() if k in catalog.logs.fields}
+
+
+def component_routes(catalog: Catalog) -> dict[str, frozenset[str]]:
+    extra = names.DEBUG_ROUTES + (names.UNMATCHED_ROUTE,)
+    return {c.name: frozenset(c.route_templates + extra) for c in catalog.components}
+
+
+def _ts_reason(value: str, day: str | None) -> str | None:
+    try:
+        datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return "field 'ts': not a valid time"
+    if day is not None and value[:10] != day:
+        return OUTSIDE_DAY
     return None
 
 
-def load_day(client, catalog: Catalog, kind: str, day: str, objects: list[LoadObject], fault=None) -> LoadResult:
+class _Duplicate(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Duplicate(key)
+            seen.add(key)
+    return record
+
+
+def bad_line_reason(catalog: Catalog, kind: str, line: bytes, day: str | None = None) -> str | None:
+    """Why one NDJSON line may not be loaded, or None: the reference check (the fast SQL check
+    accepts a subset of what this accepts). `day` (YYYY-MM-DD) is the file's UTC day."""
+    try:
+        record = json.loads(line, object_pairs_hook=_no_duplicates)
+    except _Duplicate as dup:
+        return f"key {safe_key(str(dup))!r} appears twice"
+    except (ValueError, RecursionError):
+        return "not JSON"
+    return record_reason(catalog, kind, record, day)
+
+
+def record_reason(catalog: Catalog, kind: str, record: object, day: str | None = None) -> str | None:
+    """`bad_line_reason` for a line already parsed (without duplicate keys)."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if kind == "audit":
+        return _trail_reason(catalog, record, day)
+    fields, max_len = catalog.logs.fields, catalog.logs.max_value_length
+    sets, routes = closed_sets(catalog), component_routes(catalog)
+    for key, value in record.items():
+        if key not in fields:
+            return f"field {safe_key(key)!r} is not in the catalog"
+        reason = check_value(fields[key], value, max_len)
+        if reason:
+            return f"field {key!r}: {reason}"
+        if fields[key] == "int" and not INT64[0] <= value <= INT64[1]:
+            return f"field {key!r}: out of range"  # the column is Int64
+    for key in REQUIRED_LOG_FIELDS:
+        if key in fields and key not in record:
+            return f"field {key!r} is missing"
+    for key, allowed in sets.items():
+        if key in record and record[key] not in allowed:
+            return f"field {key!r}: not in the catalog's closed set"
+    if "route" in record and "component" in record and record["route"] not in routes[record["component"]]:
+        return "field 'route': not a route of the component"
+    return _ts_reason(record["ts"], day)
+
+
+def _trail_reason(catalog: Catalog, record: dict, day: str | None) -> str | None:
+    if tuple(record) != TRAIL_KEYS:
+        return "trail keys are not " + ", ".join(TRAIL_KEYS)
+    kind = record["kind"]
+    if not isinstance(kind, str) or kind not in catalog.trails.kinds:
+        return "field 'kind': not a trail kind of the catalog"
+    max_len = catalog.logs.max_value_length
+    for key, ftype in (("id", "id"), ("ts", "timestamp")):
+        reason = check_value(ftype, record[key], max_len)
+        if reason:
+            return f"field {key!r}: {reason}"
+    rules = _rules(catalog)
+    try:
+        rules.value(kind, "scope", "id", record["scope"])
+        rules.value(kind, "actor", "id", record["actor"])
+        rules.refs(kind, record["refs"])
+        rules.data(kind, record["data"])
+    except TrailError as error:
+        return str(error)
+    meta = record["meta"]
+    if not isinstance(meta, dict) or not set(meta) <= set(META_KEYS) or not {"hash", "prev", "seq"} <= set(meta):
+        return "field 'meta': keys are not hash, [key_id,] prev, seq[, tenant]"
+    for key in ("hash", "key_id", "prev"):
+        if key in meta and not (isinstance(meta[key], str) and HEX[key].fullmatch(meta[key])):
+            return f"field 'meta.{key}': not a hex digest"
+    if not (meta["seq"].__class__ is int and meta["seq"] >= 1):
+        return "field 'meta.seq': not a positive integer"
+    if "tenant" in meta:
+        try:
+            rules.value(kind, "meta.tenant", "id", meta["tenant"])
+        except TrailError as error:
+            return str(error)
+    if not (isinstance(record["sig"], str) and HEX["sig"].fullmatch(record["sig"])):
+        return "field 'sig': not an Ed25519 signature in hex"
+    return _ts_reason(record["ts"], day)
+
+
+def _per_catalog(build):
+    """Memoise `build(catalog, *args)` per catalog object (the model holds dicts: it is not hashable)."""
+    cache: dict = {}
+
+    def get(catalog: Catalog, *args):
+        hit = cache.get((id(catalog), *args))
+        if hit is None or hit[0] is not catalog:
+            if len(cache) > 16:
+                cache.clear()
+            hit = cache[(id(catalog), *args)] = (catalog, build(catalog, *args))
+        return hit[1]
+    return get
+
+
+_rules = _per_catalog(Rules)
+
+
+# ---------------------------------------------------------------- the same rules, as SQL
+
+def _lit(text: str) -> str:
+    """A ClickHouse string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _array(values) -> str:
+    return "[" + ", ".join(_lit(v) for v in sorted(values)) + "]"
+
+
+def _no_leak(kind: str, value: str) -> str:
+    """SQL: the value carries none of check_value's leak shapes (for an id only the key shape)."""
+    if kind == "id":
+        return f"((position({value}, '_') = 0 AND position({value}, '-') = 0) OR NOT match({value}, {_lit(LEAKS['api_key'].pattern)}))"
+    return "(" + " AND ".join(f"NOT match({value}, {_lit(p.pattern)})" for p in LEAKS.values()) + ")"
+
+
+def _string_ok(kind: str, value: str, max_len: int) -> str:
+    """SQL for check_value on a string the wire-format regex already matched against the pattern."""
+    return f"(lengthUTF8({value}) <= {max_len} AND {_no_leak(kind, value)})"
+
+
+def _value_re(kind: str) -> str:
+    """The JSON text of one value of a catalog type, as the writers emit it."""
+    if kind == "int":
+        return r"-?(?:0|[1-9][0-9]{0,17})"  # up to 18 digits: always an Int64 (longer ones take the slow path)
+    if kind == "bool":
+        return "(?:true|false)"
+    pattern = PATTERNS[kind].pattern
+    if re.search(pattern, '"') or re.search(pattern, "\\"):
+        raise ValueError(f"the {kind} pattern can match a quote or a backslash: it cannot be checked on the wire format")
+    return f'"(?:{pattern})"'
+
+
+TIME_OF_DAY = r"^.{10}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\."
+
+
+def _ts_ok(ts: str, day_param: str) -> str:
+    """SQL: a TS-shaped value is a real time of the file's day (a valid date, as the day is)."""
+    return f"(startsWith({ts}, {day_param}) AND match({ts}, {_lit(TIME_OF_DAY)}))"
+
+
+@dataclass(frozen=True)
+class CatalogSql:
+    """The catalog's line rules for one kind as SQL over a column `line` and `v`, the line's
+    parsed values (`extract`): `ok`, the predicate (the file's day is the query parameter `day`),
+    and `select`, the silver columns of a line that passed."""
+
+    extract: str
+    ok: str
+    columns: tuple[str, ...]
+    select: tuple[str, ...]
+
+
+def _catalog_sql(catalog: Catalog, kind: str) -> CatalogSql:
+    return _log_sql(catalog) if kind == "logs" else _trail_sql(catalog)
+
+
+catalog_sql = _per_catalog(_catalog_sql)
+
+
+def _log_sql(catalog: Catalog) -> CatalogSql:
+    """Once the line matched the wire format (flat, compact, no value holding a quote, a backslash
+    or nothing), `simpleJSON*` reads each value exactly, and `"name":` occurs only as a key."""
+    fields, max_len = catalog.logs.fields, catalog.logs.max_value_length
+    one = "|".join(f'"{re.escape(name)}":{_value_re(kind)}' for name, kind in fields.items())
+    shape = f"^\\{{(?:{one})(?:,(?:{one}))*\\}}$"
+    sets, routes = closed_sets(catalog), component_routes(catalog)
+    for key, allowed in [*sets.items(), ("route", frozenset().union(*routes.values()))]:
+        bad = sorted(v for v in allowed if check_value(fields[key], v, max_len))  # members skip the value rules
+        if bad:
+            raise ValueError(f"catalog: {key} values {bad} break the log rules")
+    present = {name: f"(position(line, {_lit(chr(34) + name + chr(34) + ':')}) > 0)" for name in fields}
+    value = {}  # strings: '' when absent (the wire format has no empty string); numbers: NULL when absent
+    for name, kind in fields.items():
+        if kind in ("timestamp", "token", "route", "id"):
+            value[name] = f"simpleJSONExtractString(line, {_lit(name)})"
+        elif kind == "int":
+            value[name] = f"if({present[name]}, simpleJSONExtractInt(line, {_lit(name)}), NULL)"
+        else:
+            value[name] = f"if({present[name]}, simpleJSONExtractBool(line, {_lit(name)}) = 1, NULL)"
+    checks = [f"match(line, {_lit(shape)})",
+              "countSubstrings(line, '\":') = " + " + ".join(present.values())]  # no key twice
+    checks += [f"{value[name]} != ''" for name in REQUIRED_LOG_FIELDS if name in fields]
+    for name, kind in fields.items():
+        v = value[name]
+        if name in sets:
+            checks.append(f"({v} = '' OR {v} IN {_array(sets[name])})")
+        elif name == "route" and "component" in fields:
+            pairs = ", ".join(f"({_lit(c)}, {_lit(r)})" for c in sorted(routes) for r in sorted(routes[c]))
+            checks.append(f"({v} = '' OR ({value['component']}, {v}) IN ({pairs}))")
+        elif kind == "timestamp":
+            checks.append(f"({v} = '' OR {_ts_ok(v, '{day:String}')})")
+        elif kind in ("token", "route", "id"):
+            checks.append(_string_ok(kind, v, max_len))
+    select = [f"parseDateTime64BestEffortOrZero({value[n]}, 3, 'UTC')" if k == "timestamp" else value[n]
+              for n, k in fields.items()]
+    return CatalogSql("", "(" + " AND ".join(checks) + ")", tuple(fields), tuple(select))
+
+
+def _trail_sql(catalog: Catalog) -> CatalogSql:
+    max_len = catalog.logs.max_value_length
+    string = {k: _value_re(k) for k in ("id", "timestamp", "token", "route")}
+    refs = f'\\[(?:{string["id"]}(?:,{string["id"]})*)?\\]'
+    arg_item = f'"{ARG_KEY.pattern}":(?:{_value_re("int").replace("-?", "")}|"(?:{PATTERNS["token"].pattern})")'
+    args = f"\\{{(?:{arg_item}(?:,{arg_item})*)?\\}}"
+    kinds = []
+    for kind, spec in sorted(catalog.trails.kinds.items()):
+        data = ",".join(f'"{re.escape(f)}":' + (args if t == "args_min" else _value_re(t)) for f, t in sorted(spec.items()))
+        kinds.append(f'"kind":"{re.escape(kind)}","scope":{string["id"]},"actor":{string["id"]},"refs":{refs},'
+                     f'"data":\\{{{data}\\}}')
+    meta = (f'\\{{"hash":"{HEX["hash"].pattern}"(?:,"key_id":"{HEX["key_id"].pattern}")?,"prev":"{HEX["prev"].pattern}",'
+            f'"seq":[1-9][0-9]{{0,17}}(?:,"tenant":{string["id"]})?\\}}')
+    shape = (f'^\\{{"id":{string["id"]},"ts":{string["timestamp"]},(?:{"|".join(kinds)}),"meta":{meta},'
+             f'"sig":"{HEX["sig"].pattern}"\\}}$')
+    extract = "JSONExtractKeysAndValuesRaw(line)"
+    unquote = "substring(v[{i}].2, 2, length(v[{i}].2) - 2)"
+    col = {name: unquote.format(i=i + 1) for i, name in enumerate(TRAIL_KEYS)}
+    raw = {name: f"v[{i + 1}].2" for i, name in enumerate(TRAIL_KEYS)}
+    refs_array = f"JSONExtract({raw['refs']}, 'Array(String)')"
+    tenant = f"JSONExtractString({raw['meta']}, 'tenant')"
+    forbidden = _array(catalog.logs.forbidden)
+    arg_key_ok = f"(NOT has({forbidden}, a.1) AND {_no_leak('id', 'a.1')})"
+    arg_value_ok = f"(NOT startsWith(a.2, '\"') OR {_string_ok('token', 'substring(a.2, 2, length(a.2) - 2)', ARG_VALUE_MAX)})"
+    per_kind = []
+    for kind, spec in sorted(catalog.trails.kinds.items()):
+        parts = ["1"]
+        for name, ftype in sorted(spec.items()):
+            if ftype == "args_min":
+                parts.append(f"arrayAll(a -> {arg_key_ok} AND {arg_value_ok}, "
+                             f"JSONExtractKeysAndValuesRaw({raw['data']}, {_lit(name)}))")
+            elif ftype in ("token", "route", "id"):
+                parts.append(_string_ok(ftype, f"JSONExtractString({raw['data']}, {_lit(name)})", max_len))
+        per_kind += [f"{col['kind']} = {_lit(kind)}", " AND ".join(parts)]
+    checks = [f"match(line, {_lit(shape)})",
+              _ts_ok(col["ts"], "{day:String}"),
+              *(_string_ok("id", col[name], max_len) for name in ("id", "scope", "actor")),
+              f"arrayAll(r -> {_string_ok('id', 'r', max_len)}, {refs_array})",
+              f"{_string_ok('id', tenant, max_len)}",
+              f"multiIf({', '.join(per_kind)}, 0)"]
+    columns = list(TRAIL_KEYS)
+    select = [col["id"], f"parseDateTime64BestEffortOrZero({col['ts']}, 3, 'UTC')", col["kind"], col["scope"],
+              col["actor"], refs_array, raw["data"], raw["meta"], col["sig"]]
+    return CatalogSql(extract, "(" + " AND ".join(checks) + ")", tuple(columns), tuple(select))
+
+
+# ---------------------------------------------------------------- schema
+
+def ensure_schema(client, catalog: Catalog, audit_days: int | None = None) -> None:
+    """The tables of infra/clickhouse.py, the loader's work tables, and the retention policy: the
+    trails' and the quarantine's TTL follow `audit_days` (clickhouse.audit_days: the catalog's
+    default unless the run chose another, like the store's lifecycle)."""
+    db = catalog.storage.clickhouse_database
+    for statement in clickhouse.statements(catalog, "local"):
+        client.command(statement)
+    _migrate(client, catalog, db, _table_columns(client, db))
+    existing, engines = _table_columns(client, db), _engines(client, db)
+    for name, columns, clauses in clickhouse.tables(catalog):
+        if name in (*TABLES.values(), names.GOLD_HOURLY_TABLE, names.GOLD_TRAILS_HOURLY_TABLE):
+            # staging: the same structure, without TTL (a backfilled old day must not shrink on insert)
+            staging = f"{db}.{name}_staging"
+            if f"{name}_staging" in existing and existing[f"{name}_staging"] != existing[name]:
+                client.command(f"DROP TABLE {staging}")
+            elif " TTL " in engines.get(f"{name}_staging", ""):
+                client.command(f"ALTER TABLE {staging} REMOVE TTL")
+            client.command(f"CREATE TABLE IF NOT EXISTS {staging} (\n    " + ",\n    ".join(columns)
+                           + f"\n) ENGINE = MergeTree {clickhouse.without_ttl(clauses)}")
+    for kind, table in TABLES.items():
+        client.command(f"DROP TABLE IF EXISTS {db}.{table}_raw")  # the previous loader's work table
+        client.command(f"CREATE TABLE IF NOT EXISTS {db}.{table}_lines (`line` String) ENGINE = Memory")
+        client.command(f"CREATE TABLE IF NOT EXISTS {db}.{table}_numbered (`n` UInt32, `line` String) ENGINE = Memory")
+        client.command(f"CREATE TABLE IF NOT EXISTS {db}.{table}_slow AS {db}.{table} ENGINE = Memory")
+    ttls = clickhouse.ttls(catalog, audit_days)
+    for name in (names.TRAILS_TABLE, names.QUARANTINE_TABLE):
+        formatted = client.query("SELECT formatQuery(%(q)s)", parameters={"q": f"SELECT {ttls[name]}"}).result_rows[0][0]
+        if f"TTL {formatted.removeprefix('SELECT ')}" not in engines.get(name, ""):
+            client.command(f"ALTER TABLE {db}.{name} MODIFY TTL {ttls[name]}")
+
+
+def _engines(client, db: str) -> dict[str, str]:
+    return dict(client.query("SELECT name, engine_full FROM system.tables WHERE database = %(db)s",
+                             parameters={"db": db}).result_rows)
+
+
+def _table_columns(client, db: str) -> dict[str, list[tuple[str, str]]]:
+    out: dict[str, list[tuple[str, str]]] = {}
+    for table, name, ctype in client.query("SELECT table, name, type FROM system.columns WHERE database = %(db)s "
+                                           "ORDER BY table, position", parameters={"db": db}).result_rows:
+        out.setdefault(table, []).append((name, ctype))
+    return out
+
+
+def _migrate(client, catalog: Catalog, db: str, existing: dict) -> None:
+    """Bring tables an earlier version created to this layout: the quarantine loses its raw lines
+    (they may hold forbidden content); a gold table of another shape is rebuilt from silver."""
+    quarantine = f"{db}.{names.QUARANTINE_TABLE}"
+    have = {name for name, _ in existing.get(names.QUARANTINE_TABLE, [])}
+    if "raw" in have:
+        client.command(f"ALTER TABLE {quarantine} DROP COLUMN raw")
+        for column in clickhouse.QUARANTINE_COLUMNS:
+            client.command(f"ALTER TABLE {quarantine} ADD COLUMN IF NOT EXISTS {column}")
+    for name, columns, _ in clickhouse.tables(catalog):
+        if name not in (names.GOLD_HOURLY_TABLE, names.GOLD_TRAILS_HOURLY_TABLE) or name not in existing:
+            continue
+        if [n for n, _ in existing[name]] != [c.split("`")[1] for c in columns]:
+            client.command(f"DROP TABLE {db}.{name}")
+            client.command(f"DROP TABLE IF EXISTS {db}.{name}_staging")
+            for statement in clickhouse.statements(catalog, "local"):
+                client.command(statement)
+            kind = "logs" if name == names.GOLD_HOURLY_TABLE else "audit"
+            table, query = gold_query(catalog, kind)
+            client.command(f"INSERT INTO {db}.{table} " + query.replace("WHERE toDate(ts) = {d:Date}", ""))
+
+
+# ---------------------------------------------------------------- loading
+
+def loaded_objects(client, catalog: Catalog, kind: str, day: str) -> set[tuple[str, str]]:
+    """(object key, SHA-256 hex) of every object the ledger holds for the day."""
+    db = catalog.storage.clickhouse_database
+    return {(key, sha) for key, sha in client.query(
+        f"SELECT object_key, toString(sha256) FROM {db}.{names.LEDGER_TABLE} FINAL WHERE kind = %(k)s AND day = %(d)s",
+        parameters={"k": kind, "d": day}).result_rows}
+
+
+def load_day(client, catalog: Catalog, kind: str, day: str, objects: list[LoadObject], fault=None,
+             write_ledger: bool = True, audit_days: int | None = None) -> LoadResult:
+    """Load the day's objects (all of them: the day is replaced as a whole) unless the ledger holds
+    each already. With `write_ledger=False` the caller records them with `record_loaded` after its
+    own last step (e.g. writing the quarantine object), so a crash before it redoes the day."""
     db = catalog.storage.clickhouse_database
     table = f"{db}.{TABLES[kind]}"
-    ensure_schema(client, catalog)
-    loaded = {(r[0], r[1]) for r in client.query(
-        f"SELECT object_key, sha256 FROM {db}.{names.LEDGER_TABLE} FINAL WHERE kind = %(k)s AND day = %(d)s",
-        parameters={"k": kind, "d": day}).result_rows}
+    ensure_schema(client, catalog, audit_days)
+    loaded = loaded_objects(client, catalog, kind, day)
     if objects and all((o.key, o.sha256) in loaded for o in objects):
         return LoadResult(0, 0, True)
-    columns = _columns(client, table)
-    data_columns = [c for c in columns if c not in ("_file", "_line")]
     client.command(f"TRUNCATE TABLE {table}_staging")
-    client.command(f"ALTER TABLE {db}.{names.QUARANTINE_TABLE} DELETE WHERE day = %(d)s AND kind = %(k)s "
-                   f"SETTINGS mutations_sync = 2", parameters={"d": day, "k": kind})
-    quarantined: dict[str, int] = {}
+    bad: dict[str, list[BadLine]] = {}
     for obj in objects:
-        client.command(f"TRUNCATE TABLE {table}_raw")
-        try:
-            client.raw_insert(f"{table}_raw", column_names=data_columns, insert_block=obj.data,
-                              fmt="JSONEachRow", settings=STRICT)
-        except Exception:  # noqa: BLE001 - ClickHouse refused the object: find the bad lines
-            client.command(f"TRUNCATE TABLE {table}_raw")
-            good, bad = _split_lines(catalog, kind, obj.data)
-            quarantined[obj.key] = len(bad)
-            if bad:
-                client.insert(f"{db}.{names.QUARANTINE_TABLE}", [[date.fromisoformat(day), kind, obj.key, n,
-                                                                   raw.decode("utf-8", "replace"), why]
-                                                                  for n, raw, why in bad],
-                              column_names=["day", "kind", "file", "line", "raw", "reason"])
-            if good:
-                client.raw_insert(f"{table}_raw", column_names=data_columns, insert_block=b"\n".join(good) + b"\n",
-                                  fmt="JSONEachRow", settings=STRICT)
-        client.command(f"INSERT INTO {table}_staging ({', '.join(columns)}) SELECT {', '.join(data_columns)}, "
-                       f"%(key)s, rowNumberInAllBlocks() + 1 FROM {table}_raw SETTINGS max_threads = 1",
-                       parameters={"key": obj.key})
+        bad[obj.key] = load_object(client, catalog, kind, day, obj)
         if fault:
             fault("clickhouse-object")
-    expected = sum(o.lines for o in objects) - sum(quarantined.values())
-    rows = client.query(f"SELECT count() FROM {table}_staging").result_rows[0][0]
-    if rows != expected:
-        raise LoadError(f"{kind} {day}: staging holds {rows} rows, the manifest says {expected}")
-    _replace_partitions(client, table, day)
+    per_object = {key: len(lines) for key, lines in bad.items()}
+    staged = dict(client.query(f"SELECT _file, count() FROM {table}_staging GROUP BY _file").result_rows)
+    for obj in objects:
+        if staged.get(obj.key, 0) != obj.lines - per_object[obj.key]:
+            raise LoadError(f"{obj.key}: staging holds {staged.get(obj.key, 0)} rows + {per_object[obj.key]} "
+                            f"quarantined, the manifest says {obj.lines} lines; nothing was replaced")
+    _write_quarantine(client, catalog, kind, day, bad)
+    replace_day(client, table, day)
     if fault:
         fault("clickhouse-replaced")
-    now = datetime.now(timezone.utc)
-    client.insert(f"{db}.{names.LEDGER_TABLE}",
-                  [[kind, date.fromisoformat(day), o.key, o.sha256, o.lines, o.lines - quarantined.get(o.key, 0),
-                    quarantined.get(o.key, 0), now]
-                   for o in objects],
-                  column_names=["kind", "day", "object_key", "sha256", "lines", "rows", "quarantined", "loaded_at"])
     refresh_gold(client, catalog, kind, day)
-    return LoadResult(rows, sum(quarantined.values()), False)
+    result = LoadResult(sum(staged.values()), sum(per_object.values()), False, per_object)
+    if write_ledger:
+        record_loaded(client, catalog, kind, day, objects, result)
+    return result
 
 
-def _split_lines(catalog: Catalog, kind: str, data: bytes) -> tuple[list[bytes], list[tuple[int, bytes, str]]]:
-    good, bad = [], []
-    for number, line in enumerate(data.splitlines(), start=1):
-        reason = bad_line_reason(catalog, kind, line)
+def record_loaded(client, catalog: Catalog, kind: str, day: str, objects: list[LoadObject], result: LoadResult) -> None:
+    """The ledger rows of a loaded day: the last write, so a day is skipped only once all is done."""
+    if result.skipped or not objects:
+        return
+    now = datetime.now(timezone.utc)
+    quarantined = result.per_object
+    client.insert(f"{catalog.storage.clickhouse_database}.{names.LEDGER_TABLE}",
+                  [[kind, date.fromisoformat(day), o.key, o.sha256, o.lines, o.lines - quarantined.get(o.key, 0),
+                    quarantined.get(o.key, 0), now] for o in objects],
+                  column_names=["kind", "day", "object_key", "sha256", "lines", "rows", "quarantined", "loaded_at"])
+
+
+def _lines_of(data: bytes) -> bytes:
+    """The object as LineAsString reads it with the lines `splitlines` counts (the manifest's)."""
+    if b"\r" in data:
+        return b"\n".join(data.splitlines()) + b"\n"
+    return data if data.endswith(b"\n") or not data else data + b"\n"
+
+
+def load_object(client, catalog: Catalog, kind: str, day: str, obj: LoadObject) -> list[BadLine]:
+    """Check every line of one object and append the good ones to the staging table; the bad ones
+    are returned (reason, line number) for the quarantine."""
+    db = catalog.storage.clickhouse_database
+    table = f"{db}.{TABLES[kind]}"
+    sql = catalog_sql(catalog, kind)
+    data = _lines_of(obj.data)
+    for work in ("lines", "numbered"):
+        client.command(f"TRUNCATE TABLE {table}_{work}")
+    try:
+        if data:
+            client.raw_insert(f"{table}_lines", column_names=["line"], insert_block=data, fmt="LineAsString",
+                              settings=IN_ORDER)
+        client.command(f"INSERT INTO {table}_numbered SELECT toUInt32(rowNumberInAllBlocks() + 1), line FROM {table}_lines"
+                       + _settings(IN_ORDER))
+        count = client.query(f"SELECT count(), max(n) FROM {table}_numbered").result_rows[0]
+        if count[0] != obj.lines or (count[0] and count[1] != obj.lines):
+            raise LoadError(f"{obj.key}: ClickHouse read {count[0]} lines, the manifest says {obj.lines}")
+        columns = ", ".join(f"`{c}`" for c in sql.columns)
+        # the check as a column of a subquery, then a filter on it: several times faster than WHERE <rules>
+        checked = (f"(SELECT n, line{', ' + sql.extract + ' AS v' if sql.extract else ''}, {sql.ok} AS _ok "
+                   f"FROM {table}_numbered)")
+        client.command(f"INSERT INTO {table}_staging ({columns}, _file, _line) SELECT " + ", ".join(sql.select)
+                       + f", {{key:String}}, n FROM {checked} WHERE _ok" + _settings(CHECK_SETTINGS),
+                       parameters={"day": day, "key": obj.key})
+        staged = client.query(f"SELECT count() FROM {table}_staging WHERE _file = {{key:String}}",
+                              parameters={"key": obj.key}).result_rows[0][0]
+        failed = [] if staged == obj.lines else [n for (n,) in client.query(
+            f"SELECT n FROM {checked} WHERE NOT _ok ORDER BY n" + _settings(CHECK_SETTINGS), parameters={"day": day}).result_rows]
+    except LoadError:
+        raise
+    except Exception as error:  # noqa: BLE001 - not a data problem: the engine or the connection
+        raise LoadError(f"{obj.key}: loading failed: {_first_line(error)}") from error
+    if not failed:
+        return []
+    lines = data.split(b"\n")
+    bad, slow = [], []
+    for n in failed:
+        reason = bad_line_reason(catalog, kind, lines[n - 1], day)
         if reason:
-            bad.append((number, line, reason))
+            bad.append(BadLine(n, lines[n - 1], reason))
         else:
-            good.append(line)
-    return good, bad
+            slow.append(n)
+    if slow:
+        bad += _load_slow(client, catalog, kind, obj.key, [(n, lines[n - 1]) for n in slow])
+    return sorted(bad, key=lambda b: b.line)
 
 
-def _replace_partitions(client, table: str, day: str) -> None:
-    """Each partition the staging holds replaces silver's atomically; an emptied day is dropped."""
-    db, name = table.split(".")
-    staged = {r[0] for r in client.query(
-        "SELECT DISTINCT partition_id FROM system.parts WHERE database = %(db)s AND table = %(t)s AND active",
-        parameters={"db": db, "t": f"{name}_staging"}).result_rows}
-    for partition in sorted(staged):
+def _settings(settings: dict) -> str:
+    """A SETTINGS clause in the statement itself (per-call settings cost chDB a SET round trip each)."""
+    return " SETTINGS " + ", ".join(f"{k} = {_lit(v) if isinstance(v, str) else v}" for k, v in settings.items())
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _load_slow(client, catalog: Catalog, kind: str, key: str, lines: list[tuple[int, bytes]]) -> list[BadLine]:
+    """Lines the reference check accepts in a form the wire format does not use: strict
+    JSONEachRow, all at once, else one by one, quarantining any ClickHouse still rejects."""
+    table = f"{catalog.storage.clickhouse_database}.{TABLES[kind]}"
+    columns = ", ".join(f"`{c}`" for c in catalog_sql(catalog, kind).columns)
+
+    def insert(batch):
+        block = b"".join(b'{"_line":%d,' % n + line.strip()[1:] + b"\n" for n, line in batch)
+        client.raw_insert(f"{table}_slow", column_names=[*catalog_sql(catalog, kind).columns, "_line"],
+                          insert_block=block, fmt="JSONEachRow", settings=STRICT)
+
+    rejected = []
+    client.command(f"TRUNCATE TABLE {table}_slow")
+    try:
+        insert(lines)
+    except Exception:  # noqa: BLE001 - find the lines ClickHouse rejects
+        client.command(f"TRUNCATE TABLE {table}_slow")
+        for n, line in lines:
+            try:
+                insert([(n, line)])
+            except Exception as error:  # noqa: BLE001 - the line is quarantined, its value never kept
+                code = re.search(r"Code: (\d+)", str(error))
+                rejected.append(BadLine(n, line, f"ClickHouse rejected the line (code {code.group(1) if code else '?'})"))
+    client.command(f"INSERT INTO {table}_staging ({columns}, _file, _line) SELECT {columns}, %(key)s, _line "
+                   f"FROM {table}_slow", parameters={"key": key})
+    client.command(f"TRUNCATE TABLE {table}_slow")
+    return rejected
+
+
+def _write_quarantine(client, catalog: Catalog, kind: str, day: str, bad: dict[str, list[BadLine]]) -> None:
+    """Replace the day's quarantine rows: key names, reason, object, line, SHA-256 of the line; no value."""
+    quarantine = f"{catalog.storage.clickhouse_database}.{names.QUARANTINE_TABLE}"
+    if client.query(f"SELECT count() FROM {quarantine} WHERE day = %(d)s AND kind = %(k)s",
+                    parameters={"d": day, "k": kind}).result_rows[0][0]:
+        client.command(f"ALTER TABLE {quarantine} DELETE WHERE day = %(d)s AND kind = %(k)s SETTINGS mutations_sync = 2",
+                       parameters={"d": day, "k": kind})
+    rows = []
+    for key, lines in bad.items():
+        for b in lines:
+            try:
+                keys = key_names(json.loads(b.raw))
+            except (ValueError, RecursionError):
+                keys = []
+            rows.append([date.fromisoformat(day), kind, key, b.line, b.reason, keys, hashlib.sha256(b.raw).hexdigest()])
+    if rows:
+        client.insert(quarantine, rows, column_names=["day", "kind", "file", "line", "reason", "keys", "sha256"])
+
+
+def replace_day(client, table: str, day: str) -> None:
+    """The day's partition of the staging table replaces silver's (or gold's) atomically; an empty
+    staging drops the day. Only the file's day is touched: the load quarantined any other day's line."""
+    partition = day.replace("-", "")
+    staged = client.query(f"SELECT count() FROM {table}_staging").result_rows[0][0]
+    if staged:
         client.command(f"ALTER TABLE {table} REPLACE PARTITION ID '{partition}' FROM {table}_staging")
-    if day.replace("-", "") not in staged:
-        client.command(f"ALTER TABLE {table} DROP PARTITION ID '{day.replace('-', '')}'")
+    else:
+        client.command(f"ALTER TABLE {table} DROP PARTITION ID '{partition}'")
 
 
-GOLD_QUERIES = {
-    "logs": (names.GOLD_HOURLY_TABLE,
-             "SELECT toStartOfHour(ts) AS hour, component, route, count(), countIf(ok = false), quantile(0.5)(latency_ms), "
-             "quantile(0.95)(latency_ms), quantile(0.99)(latency_ms) FROM {db}.{silver} WHERE toDate(ts) = %(d)s "
-             "GROUP BY hour, component, route"),
-    "audit": (names.GOLD_TRAILS_HOURLY_TABLE,
-              "SELECT toStartOfHour(ts) AS hour, kind, scope, count(), countIf(sig != '') FROM {db}.{silver} "
-              "WHERE toDate(ts) = %(d)s GROUP BY hour, kind, scope"),
-}
+# ---------------------------------------------------------------- gold
+
+def sample_weight_sql(catalog: Catalog) -> str:
+    """SQL: how many requests one stored log line stands for, 1 / the rate the sampler kept it at
+    (collectors.sampling: an error at `sampling.error`; a success at the tool's, else the route's,
+    else the catalog's success rate; a rate of 0 counts as 1). The catalog's rates are what the
+    sampler uses unless a flag overrides them at runtime: while `spike` is on (success kept at
+    least at `sampling.spike`), or `sampling_success` / `log_level=debug` raise the rate, the
+    weighted counts over-estimate, and lines written unsampled (slow-operation records) count as
+    sampled ones."""
+    s = catalog.logs.sampling
+
+    def weight(rate: float) -> str:
+        return repr(1.0 / rate) if rate > 0 else "1.0"
+
+    def override(column: str, rates: dict[str, float]) -> list[str]:
+        if not rates or column not in catalog.logs.fields:
+            return []
+        keys = sorted(rates)
+        return [f"{column} IN {_array(keys)}",
+                f"transform({column}, {_array(keys)}, [{', '.join(weight(rates[k]) for k in keys)}], 1.0)"]
+
+    return (f"multiIf(ok = false, {weight(s.error)}, " + ", ".join(override("tool", s.tools) + override("route", s.routes))
+            + (", " if s.tools or s.routes else "") + f"{weight(s.success)})")
+
+
+def gold_query(catalog: Catalog, kind: str) -> tuple[str, str]:
+    """(gold table, SELECT of one day's hourly rows; the day is the parameter `d`)."""
+    db = catalog.storage.clickhouse_database
+    if kind == "logs":
+        has_latency = "countIf(latency_ms IS NOT NULL) > 0"
+        quantiles = "quantilesExactWeighted(0.5, 0.95, 0.99)(latency_ms, toUInt64(round(w * 1000)))"
+        return names.GOLD_HOURLY_TABLE, (
+            "SELECT hour, component, route, method, tool, err_token, count(), sum(w) AS requests, "
+            "sumIf(w, ok = false) AS errors, errors / requests, "
+            + ", ".join(f"if({has_latency}, toFloat64({quantiles}[{i}]), nan)" for i in (1, 2, 3)) + " FROM ("
+            "SELECT toStartOfHour(ts) AS hour, component, route, method, tool, err_token, ok, latency_ms, "
+            f"{sample_weight_sql(catalog)} AS w FROM {db}.{names.LOGS_TABLE} WHERE toDate(ts) = {{d:Date}}) "
+            "GROUP BY hour, component, route, method, tool, err_token")
+    return names.GOLD_TRAILS_HOURLY_TABLE, (
+        f"SELECT toStartOfHour(ts) AS hour, kind, scope, count(), countIf(sig != '') FROM {db}.{names.TRAILS_TABLE} "
+        "WHERE toDate(ts) = {d:Date} GROUP BY hour, kind, scope")
 
 
 def refresh_gold(client, catalog: Catalog, kind: str, day: str) -> None:
-    """The day's hourly aggregates: requests, errors and latency quantiles per component and route
-    for logs; records and signed records per trail kind and scope for audit."""
+    """The day's hourly aggregates. Logs: per component, route, method, tool and ErrorToken, the
+    lines stored and, weighted by `sample_weight_sql`, the requests, errors, error rate and the
+    p50/p95/p99 latency. Trails: records and signed records per kind and scope."""
     db = catalog.storage.clickhouse_database
-    table, query = GOLD_QUERIES[kind]
+    table, query = gold_query(catalog, kind)
     gold = f"{db}.{table}"
     client.command(f"TRUNCATE TABLE {gold}_staging")
-    client.command(f"INSERT INTO {gold}_staging " + query.format(db=db, silver=TABLES[kind]), parameters={"d": day})
-    _replace_partitions(client, gold, day)
+    client.command(f"INSERT INTO {gold}_staging " + query, parameters={"d": day})
+    replace_day(client, gold, day)

@@ -30,9 +30,8 @@ def _day(text: str) -> str:
 
 
 def _audit_days(catalog, days: int | None) -> int | None:
-    from jobs.lifecycle import audit_days
     try:
-        audit_days(catalog, days)
+        catalog.retention.audit_days.policy(days)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--audit-days") from None
     return days

@@ -17,19 +17,9 @@ from vigia.model import Catalog
 QUARANTINE = "quarantine"
 
 
-def audit_days(catalog: Catalog, chosen: int | None = None) -> int:
-    """The audit retention policy: `chosen` if given (within min..max), else the catalog's default."""
-    policy = catalog.retention.audit_days
-    if chosen is None:
-        return policy.default
-    if not policy.min <= chosen <= policy.max:
-        raise ValueError(f"audit retention must be {policy.min}..{policy.max} days (retention.audit_days), not {chosen}")
-    return chosen
-
-
 def retention_days(catalog: Catalog, audit: int | None = None) -> dict[str, int]:
     """Key prefix of day folders -> days they are kept."""
-    s, logs, trails = catalog.storage, catalog.retention.logs_days, audit_days(catalog, audit)
+    s, logs, trails = catalog.storage, catalog.retention.logs_days, catalog.retention.audit_days.policy(audit)
     return {s.logs_prefix: logs, s.audit_prefix: trails,
             f"{QUARANTINE}/logs": logs, f"{QUARANTINE}/audit": trails}
 

@@ -39,7 +39,7 @@ from collectors.logger import LEAKS
 from jobs import lifecycle
 from jobs import manifest as mf
 from jobs import merkle
-from jobs.clickhouse_load import LoadObject, load_day
+from jobs.clickhouse_load import LoadObject, load_day, record_loaded
 from jobs.store import LocalStore, sha256_hex
 from vigia import conventions as names
 from vigia.model import Catalog
@@ -343,7 +343,7 @@ def run(catalog: Catalog, spool: Path, store, client, key: SigningKey, codec: st
     """One rollup; `now` (epoch seconds) decides which files are closed, `audit_days` the audit retention."""
     started = time.perf_counter()
     now = time.time() if now is None else now
-    lifecycle.audit_days(catalog, audit_days)  # a bad policy fails before anything is shipped
+    catalog.retention.audit_days.policy(audit_days)  # a bad policy fails before anything is shipped
     summary = Summary()
     files, summary.ignored = scan_spool(spool, now, include_today)
     key_name, key_blob = mf.public_key_object(key.verify_key)
@@ -360,10 +360,12 @@ def run(catalog: Catalog, spool: Path, store, client, key: SigningKey, codec: st
         for day in sorted(set(by_day) | set(_unsealed(chain.state["day"], first_day, last_closed))):
             objects, ends = ship_day(store, chain, day, by_day.get(day, []), key, codec, summary, progress)
             if objects:
-                summary.quarantined += load_day(client, catalog, kind, day, objects, fault=fault).quarantined
+                loaded = load_day(client, catalog, kind, day, objects, fault=fault, write_ledger=False, audit_days=audit_days)
+                summary.quarantined += loaded.quarantined
                 quarantined = quarantine_object(client, catalog, kind, day, objects)
                 if quarantined:
                     store.put(f"{lifecycle.QUARANTINE}/{mf.day_prefix(kind, day)}/quarantine.ndjson", quarantined)
+                record_loaded(client, catalog, kind, day, objects, loaded)  # last: a crash before it redoes the day
             archive(spool, by_day.get(day, []), ends, summary)
             fault("archive")
             summary.days.append(f"{kind} {day}")

@@ -149,8 +149,9 @@ class Locust:
                                   "p99_ms": row["99%"]} for row in csv.DictReader(handle)}
 
 
-def slo_figures(prom: Prometheus, catalog: Catalog, start: float, end: float) -> dict:
-    """Latency quantiles, error ratio and achieved rate of gateway and core on the internal routes over [start, end]."""
+def slo_figures(prom: Prometheus, catalog: Catalog, start: float, end: float, load_seconds: float) -> dict:
+    """Latency quantiles, error ratio and achieved rate (requests over the `load_seconds` Locust ran)
+    of gateway and core on the internal routes over [start, end]."""
     window, figures = f"{max(int(end - start), 10)}s", {}
     for component in ("gateway", "core"):
         duration = catalog.http_metric(component, "duration").name
@@ -162,7 +163,7 @@ def slo_figures(prom: Prometheus, catalog: Catalog, start: float, end: float) ->
         total = prom.scalar(f'sum(increase({requests}{{route!~"/_.*"}}[{window}]))', end) or 0
         figures[f"{component}_requests"] = round(total)
         figures[f"{component}_error_ratio"] = round(errors / total, 5) if total else None
-    figures["achieved_req_per_min"] = round(figures["gateway_requests"] / (end - start) * 60)
+    figures["achieved_req_per_min"] = round(figures["gateway_requests"] / load_seconds * 60)
     return figures
 
 
@@ -200,7 +201,7 @@ def run_load(s: Stack, scenario: Scenario, tokens: dict, rate: float, seconds: i
             s.flags(component, **flags)
     end = time.time()
     time.sleep(SETTLE_S)
-    figures = slo_figures(s.prometheus, s.catalog, start, end + SETTLE_S - 1)
+    figures = slo_figures(s.prometheus, s.catalog, start, end + SETTLE_S - 1, seconds)
     figures["pages_during_run"] = pages_since(s, start)
     figures["locust"] = load.stats()
     return figures

@@ -35,15 +35,21 @@ def shipped(tmp_path_factory):
     result = cli("rollup", "--spool", str(tmp / "spool"), "--store", f"file://{tmp / 'store'}", "--clickhouse", dsn,
                  "--key-file", str(tmp / "key"))
     assert result.returncode == 0, result.stderr
-    return {"store": LocalStore(tmp / "store"), "dsn": dsn, "tmp": tmp}
+    return {"store": LocalStore(tmp / "store"), "dsn": dsn, "tmp": tmp, "catalog": catalog}
 
 
 def test_gold_hourly_rows_match_the_silver_logs(shipped):
     client = clickhouse_connect.get_client(dsn=shipped["dsn"])
-    gold = client.query("SELECT sum(requests), sum(errors), max(p99_ms) FROM vigia.logs_hourly WHERE toDate(hour) = %(d)s",
-                        parameters={"d": D1}).result_rows[0]
-    # write_spool: 70 requests, every 10th a 500 (7 errors), latencies 5..44 ms.
-    assert gold[0] == 70 and gold[1] == 7 and 40 <= gold[2] <= 44
+    gold = client.query("SELECT sum(lines), sum(requests), sum(errors), sum(errors) / sum(requests), max(p99_ms), "
+                        "groupUniqArray((component, route, method, tool, err_token)) FROM vigia.logs_hourly "
+                        "WHERE toDate(hour) = %(d)s", parameters={"d": D1}).result_rows[0]
+    # write_spool: 70 lines, every 10th a 500 (7 errors), latencies 5..44 ms. Its sampler kept every
+    # success, but gold weights a line by the catalog's rates: a success stands for 1 / success rate requests.
+    sampling = shipped["catalog"].logs.sampling
+    requests = 63 / sampling.success + 7 / sampling.error
+    assert gold[0] == 70 and gold[1] == pytest.approx(requests) and gold[2] == pytest.approx(7 / sampling.error)
+    assert gold[3] == pytest.approx(7 / sampling.error / requests) and 40 <= gold[4] <= 44
+    assert gold[5] == [("gateway", "/v1/items", "GET", "", "")]
     trails = client.query("SELECT kind, sum(records) FROM vigia.trails_hourly WHERE toDate(hour) = %(d)s GROUP BY kind",
                           parameters={"d": D1}).result_rows
     assert trails == [("office.tool_call", 70)]

@@ -415,7 +415,7 @@ def test_retention_is_one_policy_for_the_store_minio_and_quarantine(catalog):
     assert rules == {f"{prefix}/": n for prefix, n in days.items()}
     assert lifecycle.retention_days(catalog, catalog.retention.audit_days.max)["quarantine/audit"] == catalog.retention.audit_days.max
     with pytest.raises(ValueError, match="audit retention"):
-        lifecycle.audit_days(catalog, catalog.retention.audit_days.min - 1)
+        catalog.retention.audit_days.policy(catalog.retention.audit_days.min - 1)
     today = date(2026, 11, 21)
     assert lifecycle.expired(catalog, "quarantine/logs", (today - timedelta(days=days["logs"] + 1)).isoformat(), today)
     assert not lifecycle.expired(catalog, "quarantine/logs", (today - timedelta(days=days["logs"])).isoformat(), today)
@@ -423,7 +423,8 @@ def test_retention_is_one_policy_for_the_store_minio_and_quarantine(catalog):
 
 def test_a_bad_audit_retention_is_refused_by_the_cli(tmp_path):
     result = cli("lifecycle", "--store", f"file://{tmp_path}", "--audit-days", "5")
-    assert result.returncode == 1 and result.stderr.startswith("error: audit retention must be 7..90 days")
+    assert result.returncode == 2
+    assert result.stderr == "error: Invalid value for --audit-days: audit retention must be 7..90 days (retention.audit_days), not 5\n"
 
 
 @settings(max_examples=60, deadline=None)

@@ -1,6 +1,6 @@
 """The `vigia` command line: one entry point for render, check, and every job.
 
-Errors are one line on stderr; `--verbose` shows the trace. A bad catalog exits 2.
+Errors are one line on stderr; `--verbose` shows the trace. A bad catalog or command line exits 2.
 """
 
 from __future__ import annotations
@@ -100,8 +100,8 @@ def run() -> None:
     try:
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
-    except usage_errors as exc:
-        exc.show()
+    except usage_errors as exc:  # one line, like every other error; exit 2 for a bad command line
+        typer.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except aborts:
         sys.exit(130)

@@ -234,6 +234,15 @@ class AuditDays(Frozen):
     default: int = Field(gt=0)
     max: int = Field(gt=0)
 
+    def policy(self, chosen: int | None = None) -> int:
+        """The one audit retention the store's lifecycle, MinIO and ClickHouse apply: `chosen`
+        (an operator's choice within min..max) or the default."""
+        if chosen is None:
+            return self.default
+        if not self.min <= chosen <= self.max:
+            raise ValueError(f"audit retention must be {self.min}..{self.max} days (retention.audit_days), not {chosen}")
+        return chosen
+
     @model_validator(mode="after")
     def _ordered(self) -> "AuditDays":
         if not self.min <= self.default <= self.max:

@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS vigia.trails
     `_line` UInt32 DEFAULT 0
 )
 ENGINE = MergeTree
-PARTITION BY toYYYYMMDD(ts) ORDER BY (kind, ts, id) TTL toDateTime(ts) + INTERVAL 90 DAY;
+PARTITION BY toYYYYMMDD(ts) ORDER BY (kind, ts, id) TTL toDateTime(ts) + INTERVAL 30 DAY;
 
 CREATE TABLE IF NOT EXISTS vigia.quarantine
 (
@@ -49,12 +49,13 @@ CREATE TABLE IF NOT EXISTS vigia.quarantine
     `kind` LowCardinality(String),
     `file` String,
     `line` UInt32,
-    `raw` String CODEC(ZSTD(3)),
     `reason` String,
+    `keys` Array(String) COMMENT 'top-level key names of the line; a name that is not an identifier or looks like a secret is (redacted)',
+    `sha256` FixedString(64) COMMENT 'SHA-256 of the raw line: identifies it, keeps no value',
     `at` DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = MergeTree
-PARTITION BY toYYYYMM(day) ORDER BY (day, kind, file, line) TTL day + INTERVAL 30 DAY;
+PARTITION BY toYYYYMM(day) ORDER BY (day, kind, file, line) TTL day + toIntervalDay(if(kind = 'audit', 30, 30));
 
 CREATE TABLE IF NOT EXISTS vigia.ingest_ledger
 (
@@ -75,14 +76,19 @@ CREATE TABLE IF NOT EXISTS vigia.logs_hourly
     `hour` DateTime('UTC'),
     `component` LowCardinality(String),
     `route` LowCardinality(String),
-    `requests` UInt64,
-    `errors` UInt64,
+    `method` LowCardinality(String),
+    `tool` LowCardinality(String),
+    `err_token` LowCardinality(String),
+    `lines` UInt64 COMMENT 'log lines stored (after sampling)',
+    `requests` Float64 COMMENT 'lines weighted by 1 / sampling rate; over-estimates while the spike flag is on',
+    `errors` Float64 COMMENT 'weighted like requests (errors are kept at sampling.error)',
+    `error_rate` Float64 COMMENT 'errors / requests',
     `p50_ms` Float64,
     `p95_ms` Float64,
     `p99_ms` Float64
 )
 ENGINE = MergeTree
-PARTITION BY toYYYYMMDD(hour) ORDER BY (component, route, hour) TTL hour + INTERVAL 400 DAY;
+PARTITION BY toYYYYMMDD(hour) ORDER BY (component, route, method, tool, err_token, hour) TTL hour + INTERVAL 400 DAY;
 
 CREATE TABLE IF NOT EXISTS vigia.trails_hourly
 (
