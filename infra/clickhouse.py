@@ -107,12 +107,24 @@ def tables(catalog: Catalog) -> list[tuple[str, list[str], str]]:
     ]
 
 
+# Distributed sharding keys: the rows a deduplicating engine or a day's replacement must see
+# together land on the same shard (rand() would scatter a ledger entry's versions).
+SHARDING_KEYS = {
+    names.LOGS_TABLE: "cityHash64(correlation_id)",
+    names.TRAILS_TABLE: "cityHash64(id)",
+    names.QUARANTINE_TABLE: "cityHash64(file, line)",
+    names.LEDGER_TABLE: "cityHash64(kind, day, object_key)",
+    names.GOLD_HOURLY_TABLE: "cityHash64(component, route)",
+    names.GOLD_TRAILS_HOURLY_TABLE: "cityHash64(kind, scope)",
+}
+
+
 def _engine(name: str, clustered: bool) -> str:
-    if name == names.LEDGER_TABLE:
-        return ("ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/%s', '{replica}', loaded_at)" % name
-                if clustered else "ReplacingMergeTree(loaded_at)")
-    return ("ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/%s', '{replica}')" % name
-            if clustered else "MergeTree")
+    """The table's engine; `name` is the table's name (not its `_local` one)."""
+    path = "'/clickhouse/tables/{shard}/{database}/%s_local', '{replica}'" % name
+    if name == names.LEDGER_TABLE:  # versions of one entry collapse to the newest load
+        return f"ReplicatedReplacingMergeTree({path}, loaded_at)" if clustered else "ReplacingMergeTree(loaded_at)"
+    return f"ReplicatedMergeTree({path})" if clustered else "MergeTree"
 
 
 def statements(catalog: Catalog, profile: str) -> list[str]:
@@ -124,10 +136,10 @@ def statements(catalog: Catalog, profile: str) -> list[str]:
         local = f"{name}_local" if cluster else name
         body = ",\n    ".join(columns)
         out.append(f"CREATE TABLE IF NOT EXISTS {db}.{local}{on}\n(\n    {body}\n)\n"
-                   f"ENGINE = {_engine(local, bool(cluster))}\n{clauses}")
+                   f"ENGINE = {_engine(name, bool(cluster))}\n{clauses}")
         if cluster:
             out.append(f"CREATE TABLE IF NOT EXISTS {db}.{name}{on} AS {db}.{local}\n"
-                       f"ENGINE = Distributed({cluster}, {db}, {local}, rand())")
+                       f"ENGINE = Distributed({cluster}, {db}, {local}, {SHARDING_KEYS[name]})")
     return out
 
 

@@ -197,6 +197,9 @@ def test_the_cluster_ddl_is_replicated_and_distributed_on_cluster(tmp_path, cata
     local = [s for s in statements if "_local ON CLUSTER" in s and "ENGINE = Replicated" in s]
     distributed = [s for s in statements if "Distributed(" in s]
     assert len(local) == len(distributed) == len(clickhouse.tables(catalog))
+    ledger = next(s for s in local if "ingest_ledger_local" in s)
+    assert "ReplicatedReplacingMergeTree(" in ledger and "loaded_at)" in ledger  # entries still collapse on a cluster
+    assert not any("rand()" in s for s in distributed)  # rows that must meet share a shard
     client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'ch'}")
     for statement in statements:  # the server's own parser accepts every statement
         assert client.query("SELECT formatQuery(%(q)s)", parameters={"q": statement}).result_rows
