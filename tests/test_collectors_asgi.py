@@ -145,6 +145,7 @@ def test_flags_change_at_runtime_and_bad_values_change_nothing(client):
     assert c.post("/_flags", json={"spike": True}, headers={"x-admin-token": "admin-secret"}).json()["spike"] is True
     bad = c.post("/_flags", json={"inject_5xx": 2, "chaos": True}, headers={"x-admin-token": "admin-secret"})
     assert bad.status_code == 400 and obs.flags.chaos is False
+    assert sample(obs, "core_http_requests_total", {"route": "/_flags", "method": "POST", "code": "400"}) == 1
 
 
 def test_inject_5xx_answers_internal_for_that_share_of_requests(client):

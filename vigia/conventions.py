@@ -6,7 +6,7 @@ Renderers, dashboards and the prover all import names from here, so a rename hap
 from __future__ import annotations
 
 # Debug endpoints every service exposes (seed 004 §5.1); their route labels are fixed.
-DEBUG_ROUTES = ("/_health", "/_metrics", "/_trace/{trace_id}", "/_reload")
+DEBUG_ROUTES = ("/_health", "/_metrics", "/_trace/{trace_id}", "/_reload", "/_flags")
 # Label matcher of the internal routes, the SLOs' scope (the debug endpoints all start with /_).
 INTERNAL_ROUTES = 'route!~"/_.*"'
 # Route label for a request that matched no route template (never the raw path).
