@@ -213,11 +213,19 @@ def register_more(app: typer.Typer) -> None:
 
     @app.command("release-private")
     def release_private(day: str = typer.Option(..., help="Day to publish."), store: str = typer.Option("file://var/store"),
-                        clickhouse: str = typer.Option("chdb://var/clickhouse"), catalog: Path = CatalogOption) -> None:
-        """Publish k-anonymous, discrete-Laplace-noised hourly aggregates as Parquet; record the budget."""
-        from jobs.privacy import publish
+                        clickhouse: str = typer.Option("chdb://var/clickhouse"),
+                        budget: float = typer.Option(None, min=0.0, help="Total epsilon the day's releases may spend "
+                                                     "(default: the catalog's privacy.epsilon, one release per day). "
+                                                     "The same day and query again re-serves the stored release, free."),
+                        catalog: Path = CatalogOption) -> None:
+        """Publish k-anonymous, discrete-Laplace-noised hourly aggregates as Parquet, within the day's privacy budget."""
+        from jobs.privacy import BudgetExceeded, publish
         from jobs.store import open_store
         from vigia.cli import load_catalog
 
-        budget = publish(open_store(store), _client(clickhouse), load_catalog(catalog), _day(day))
-        typer.echo(json.dumps({"release": budget}, separators=(",", ":")))
+        try:
+            record = publish(open_store(store), _client(clickhouse), load_catalog(catalog), _day(day), budget)
+        except BudgetExceeded as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(json.dumps({"release": record}, separators=(",", ":")))

@@ -1,22 +1,17 @@
-"""Gold hourly rows, the privacy release, retention, and the auditor's bundle."""
+"""Gold hourly rows, retention, and the auditor's bundle (the privacy release: tests/test_privacy.py)."""
 
 from __future__ import annotations
 
-import json
-import math
-import statistics
 import subprocess
 import sys
 import tarfile
 from datetime import date, timedelta
-from fractions import Fraction
 from pathlib import Path
 
 import clickhouse_connect
-import pyarrow.parquet as pq
 import pytest
 
-from jobs import lifecycle, privacy
+from jobs import lifecycle
 from jobs.store import LocalStore
 from jobs.verify import verify
 from tests.spool import write_spool
@@ -53,33 +48,6 @@ def test_gold_hourly_rows_match_the_silver_logs(shipped):
     trails = client.query("SELECT kind, sum(records) FROM vigia.trails_hourly WHERE toDate(hour) = %(d)s GROUP BY kind",
                           parameters={"d": D1}).result_rows
     assert trails == [("office.tool_call", 70)]
-
-
-def test_the_private_release_suppresses_small_groups_and_records_its_budget(catalog, shipped):
-    client = clickhouse_connect.get_client(dsn=shipped["dsn"])
-    budget = privacy.publish(shipped["store"], client, catalog, D1)
-    assert budget["k"] == catalog.privacy.k_anonymity and budget["epsilon_total"] == catalog.privacy.epsilon
-    assert budget["groups_published"] >= 1
-    [key] = [k for k in shipped["store"].list("gold/private/") if k.endswith(".parquet")]
-    table = pq.read_table(shipped["tmp"] / "store" / key).to_pylist()
-    assert all(isinstance(r["requests"], int) for r in table)
-    # seven distinct sessions in one hour -> published (k=5); a group of fewer ids is suppressed:
-    client.command("INSERT INTO vigia.logs (ts, component, route, session_id) VALUES "
-                   f"('{D1} 05:00:00', 'core', '/v1/items', 'a'), ('{D1} 05:01:00', 'core', '/v1/items', 'b')")
-    again = privacy.publish(shipped["store"], client, catalog, D1)
-    assert again["groups_suppressed"] >= 1
-    ledger = shipped["store"].get("gold/private/budget.ndjson").decode().splitlines()
-    assert [json.loads(line)["release"] for line in ledger] == [budget["release"], again["release"]]
-
-
-def test_discrete_laplace_noise_is_integer_centered_with_the_right_variance():
-    scale = Fraction(4)
-    draws = [privacy.discrete_laplace(scale) for _ in range(20000)]
-    q = math.exp(-1 / 4)
-    variance = 2 * q / (1 - q) ** 2
-    assert all(isinstance(x, int) for x in draws)
-    assert abs(statistics.mean(draws)) < 5 * math.sqrt(variance / len(draws))
-    assert abs(statistics.pvariance(draws) - variance) < 0.1 * variance
 
 
 def test_the_audit_bundle_verifies_offline_and_a_tampered_one_does_not(shipped, tmp_path):
