@@ -56,9 +56,13 @@ def test_a_day_is_released_once_and_asking_again_serves_the_same_numbers_free(ca
     record = json.loads(first.stdout.splitlines()[-1])["release"]
     assert record["reused"] is False and record["k"] == catalog.privacy.k_anonymity
     assert record["epsilon"] == record["epsilon_spent_day"] == record["budget_day"] == catalog.privacy.epsilon
-    assert record["groups_published"] == 1      # write_spool: seven sessions in one hour, k = 5
+    # Every catalog group gets a noisy count and is published when that reaches k (so how many are
+    # published is random): only what the release shows, and no count of suppressed groups, is recorded.
     table = pq.read_table(store.root / record["key"]).to_pylist()
-    assert len(table) == 1 and all(isinstance(table[0][m], int) for m in privacy.MEASURES)
+    assert record["groups_considered"] == len(privacy.groups(catalog, D1)) and "groups_suppressed" not in record
+    assert record["groups_published"] == len(table) and all(row["ids"] >= record["k"] for row in table)
+    assert all(isinstance(row[m], int) for row in table for m in privacy.MEASURES)
+    assert record["noise_scale"] == {m: float(s) for m, s in privacy.noise_scales(catalog.privacy.epsilon).items()}
     parquet, ledger = store.get(record["key"]), store.get(privacy.LEDGER)
 
     again = cli(*args)
@@ -106,20 +110,92 @@ def test_a_crash_after_spending_redraws_the_same_release_without_spending_again(
     assert [r["release"] for r in privacy.read_ledger(store)] == [spent["release"]]
 
 
-def test_lines_without_a_session_count_neither_as_people_nor_as_requests(catalog, shipped):
-    client = shipped["client"]
-    rows = [(f"{D2} 05:0{i}:00", "core", "/v1/anon", "", f"anon{i}") for i in range(9)]        # 9 requests, no session
-    rows += [(f"{D2} 05:0{i}:00", "core", "/v1/one", "u1", f"one{i}") for i in range(6)]       # 1 user, 6 requests
-    rows += [(f"{D2} 05:0{i}:00", "core", "/v1/five", f"u{i}", f"five{i}") for i in range(5)]  # 5 users
+def insert(client, rows) -> None:
+    """(ts, component, route, session_id, correlation_id) lines straight into the logs table."""
     client.command("INSERT INTO vigia.logs (ts, component, route, session_id, correlation_id) VALUES "
                    + ", ".join(f"('{ts}', '{c}', '{route}', '{sid}', '{cid}')" for ts, c, route, sid, cid in rows))
-    true = {route: (ids, requests) for component, route, _, ids, requests, _ in privacy.aggregates(client, catalog, D2)
-            if component == "core"}
-    assert true == {"/v1/one": (1, 6), "/v1/five": (5, 5)}
-    data, record = privacy.export_release(client, catalog, D2)
-    published = {(r["component"], r["route"]) for r in pq.read_table(io.BytesIO(data)).to_pylist()}
-    assert ("core", "/v1/five") in published and ("core", "/v1/one") not in published
-    assert record["groups_suppressed"] >= 1 and record["privacy_unit"].startswith("session_id")
+
+
+def test_lines_without_a_session_count_neither_as_people_nor_as_requests(catalog, shipped):
+    client = shipped["client"]
+    one, five = ("core", "/v1/items"), ("core", "/v1/items/{item_id}")
+    rows = [(f"{D2} 05:0{i}:00", "policy", "/v1/eval", "", f"anon{i}") for i in range(9)]     # 9 requests, no session
+    rows += [(f"{D2} 05:0{i}:00", *one, "u1", f"one{i}") for i in range(6)]                   # 1 user, 6 requests
+    rows += [(f"{D2} 05:0{i}:00", *five, f"u{i}", f"five{i}") for i in range(5)]              # 5 users
+    rows += [(f"{D2} 05:0{i}:00", "core", "/v1/nowhere", f"x{i}", f"x{i}") for i in range(9)]  # not a catalog route
+    insert(client, rows)
+    true = {(c, route): (ids, requests) for c, route, hour, ids, requests, _ in privacy.aggregates(client, catalog, D2)
+            if c in ("core", "policy") and hour.hour == 5}
+    assert true == {one: (1, 6), five: (5, 5), ("core", "/v1/nowhere"): (9, 9)}
+    data, record = privacy.export_release(client, catalog, D2, noise=lambda scale: 0)   # noise off: exact threshold
+    published = {(r["component"], r["route"]) for r in pq.read_table(io.BytesIO(data)).to_pylist() if r["hour"].hour == 5}
+    assert published == {five}      # not the lone user, not the anonymous lines, not a route outside the catalog
+    assert "groups_suppressed" not in record and record["privacy_unit"].startswith("session_id")
+
+
+def test_a_session_in_many_groups_counts_in_at_most_max_groups_of_them(catalog, shipped):
+    client = shipped["client"]
+    routes = ("/v1/tools/{tool}", "/v1/sessions/{session_id}/events")
+    heavy = (routes[0], 10)
+    insert(client, [(f"{D2} {h:02d}:{m:02d}:00", "office", r, "spread", f"sp{h}-{r}-{m}")    # 24 groups, one session
+                    for h in range(10, 22) for r in routes for m in range(12 if (r, h) == heavy else 2)])
+
+    def kept(max_groups, key=None):
+        return {(r, h.hour): (ids, requests) for c, r, h, ids, requests, _
+                in privacy.aggregates(client, catalog, D2, max_groups, key) if c == "office"}
+
+    assert privacy.MAX_GROUPS_PER_SESSION == 4
+    for g in (1, 3, privacy.MAX_GROUPS_PER_SESSION):
+        groups = kept(g)
+        assert len(groups) == g and all(ids == 1 and requests <= privacy.CAP for ids, requests in groups.values())
+    everything = kept(100)
+    assert len(everything) == 24 and everything[heavy] == (1, privacy.CAP)    # 12 events, capped within the group
+    key = secrets.token_bytes(16)
+    assert kept(4, key) == kept(4, key)                                        # the key decides the choice...
+    chosen = [set(kept(4)) for _ in range(60)]                                 # ...and a fresh key per release
+    assert len({frozenset(c) for c in chosen}) > 1
+    assert set().union(*chosen) == set(everything)    # every group can be kept (P(miss one) ~ 24 (5/6)^60 = 4e-4)
+
+
+def test_the_noise_scale_is_max_groups_x_per_group_cap_x_per_unit_sensitivity_over_epsilon(catalog, shipped):
+    drawn = []
+
+    def recording(scale):
+        drawn.append(scale)
+        return 0
+
+    for epsilon, g, expected in [(1.0, privacy.MAX_GROUPS_PER_SESSION, {"ids": 12, "requests": 120, "latency_ms_sum": 120_000}),
+                                 (0.25, 3, {"ids": 36, "requests": 360, "latency_ms_sum": 360_000})]:
+        drawn.clear()
+        _, record = privacy.export_release(shipped["client"], with_epsilon(catalog, epsilon), D2, g, noise=recording)
+        formula = {m: Fraction(g * privacy.PER_GROUP_CAP[m] * privacy.PER_UNIT[m]) / (Fraction(str(epsilon)) / 3)
+                   for m in privacy.MEASURES}
+        assert formula == expected == privacy.noise_scales(epsilon, g)
+        assert record["noise_scale"] == {m: float(v) for m, v in expected.items()}
+        assert record["sensitivity"] == {"ids": g, "requests": g * privacy.CAP,
+                                         "latency_ms_sum": g * privacy.CAP * privacy.LATENCY_CAP_MS}
+        # ids is drawn for every catalog group (the threshold needs it), the sums for the published ones
+        assert drawn.count(expected["ids"]) == record["groups_considered"] == len(privacy.groups(catalog, D2))
+        assert drawn.count(expected["requests"]) == drawn.count(expected["latency_ms_sum"]) == record["groups_published"]
+        assert len(drawn) == record["groups_considered"] + 2 * record["groups_published"]
+
+
+def test_k_anonymity_thresholds_the_noisy_session_count(catalog, shipped):
+    client = shipped["client"]
+    five, one = ("policy", "/v1/eval"), ("policy", "/v1/jwks")
+    insert(client, [(f"{D2} 07:0{i}:00", *five, f"p{i}", f"p{i}") for i in range(5)]
+           + [(f"{D2} 07:0{i}:00", *one, "p9", f"q{i}") for i in range(3)])
+
+    def release(shift):
+        data, _ = privacy.export_release(client, catalog, D2, noise=lambda scale: shift)
+        return {(r["component"], r["route"]): r["ids"] for r in pq.read_table(io.BytesIO(data)).to_pylist()
+                if r["component"] == "policy" and r["hour"].hour == 7}
+
+    assert release(0) == {five: 5}
+    assert release(-1) == {}                       # 5 sessions, noisy 4 < k: suppressed
+    assert release(4) == {five: 9, one: 5}         # 1 session, noisy 5 >= k: published with that noisy count
+    unused = {(c, r): 5 for c, r, _ in privacy.groups(catalog, D2) if c == "policy"}
+    assert len(unused) > 2 and release(5) == unused | {five: 10, one: 6}   # nobody used them: noise alone publishes
 
 
 # ---------------------------------------------------------------- the sampler
