@@ -29,7 +29,7 @@ run: setup
 	$(VIGIA) render --profile local --out build/local
 	$(VIGIA) check --out build/local
 	$(VIGIA) up --fresh --data $(DATA)
-	$(VIGIA) prove --data $(DATA) --quick --report reports/latest
+	$(VIGIA) prove --data $(DATA) --duration 60 --report reports/latest
 	@echo ""
 	@echo "report: reports/latest/report.md (plots: reports/latest/*.png)"
 	@echo "UIs:    Prometheus http://127.0.0.1:9090  Alertmanager http://127.0.0.1:9093  gateway http://127.0.0.1:8081/_health"
