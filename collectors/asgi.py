@@ -8,7 +8,6 @@ successful requests sampling keeps, one log write.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import sys
 import time
@@ -56,13 +55,16 @@ class VigiaMiddleware:
         self.methods = frozenset(catalog.label_sets["method"])
         self.tenants = frozenset(catalog.tenants)
         self.id_chars = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
-        self._counters: dict[tuple[str, str, str], object] = {}
+        self._counters: dict[tuple[str, str, int], object] = {}
         self._histograms: dict[str, object] = {}
 
-    def _counter(self, route: str, method: str, code: str):
-        key = (route, method, code)
+    def _counter(self, route: str, method: str, status: int):
+        key = (route, method, status)
         child = self._counters.get(key)
         if child is None:
+            code = str(status)
+            if code not in self.codes:  # an unlisted status counts in its class, else as 500
+                code = f"{status // 100}00" if f"{status // 100}00" in self.codes else "500"
             child = self._counters[key] = self.obs.metrics.labels(self.requests, route=route, method=method, code=code)
         return child
 
@@ -96,7 +98,7 @@ class VigiaMiddleware:
             elif key == b"content-length":
                 bytes_in = int(value) if value.isdigit() else 0
         if not trace_id:
-            trace_id = os.urandom(16).hex()
+            trace_id = f"{random.getrandbits(128):032x}"  # as OpenTelemetry's RandomIdGenerator: no syscall
         if not correlation:
             correlation = trace_id[:16]
         ctx = context.RequestContext(correlation, trace_id, tenant, names.UNMATCHED_ROUTE, session)
@@ -168,10 +170,7 @@ class VigiaMiddleware:
             status = 101
         else:
             status = state["status"]
-            code = str(status)
-            if code not in self.codes:
-                code = f"{status // 100}00" if f"{status // 100}00" in self.codes else "500"
-            self._counter(route, method, code).inc()
+            self._counter(route, method, status).inc()
             self._histogram(route).observe(elapsed)
         ok = status < 400
         latency_ms = int(elapsed * 1000)

@@ -1,7 +1,8 @@
 """Benchmarks of the library, each a ratio against a baseline measured in the same run.
 
-overhead: req/s of a trivial FastAPI endpoint with the full middleware vs the same app bare;
-          the server runs pinned to core 0, the load generator in another process on core 1.
+overhead: req/s of a trivial FastAPI endpoint with the full middleware vs the same app bare (and
+          vs prometheus-fastapi-instrumentator, measured in the same run for comparison); the
+          server runs pinned to core 0, the load generator in another process on core 1.
 logger:   records/s written with every record kept vs stdlib logging + seed 001's JSON formatter.
 trails:   chained, hashed records/s unsigned and signed; verification/s.
 """
@@ -34,7 +35,11 @@ def _pin(core: int) -> None:
 
 # ---- overhead ---------------------------------------------------------------------------------
 
-def _serve(catalog: Catalog, instrumented: bool, port: int, data_dir: str) -> None:
+# What serves the trivial endpoint: nothing, vigia's middleware, or a popular alternative for comparison.
+SERVERS = ("bare", "vigia", "instrumentator")
+
+
+def _serve(catalog: Catalog, kind: str, port: int, data_dir: str) -> None:
     import uvicorn
     from fastapi import FastAPI
     from fastapi.responses import PlainTextResponse
@@ -48,8 +53,11 @@ def _serve(catalog: Catalog, instrumented: bool, port: int, data_dir: str) -> No
     async def items():
         return PlainTextResponse("ok")
 
-    if instrumented:
+    if kind == "vigia":
         instrument(app, Observability.from_catalog(catalog, "core", Path(data_dir)))
+    elif kind == "instrumentator":
+        from prometheus_fastapi_instrumentator import Instrumentator
+        Instrumentator().instrument(app).expose(app)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
 
 
@@ -102,10 +110,10 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _measure(ctx, catalog: Catalog, instrumented: bool, data_dir: str, seconds: float, connections: int) -> tuple[float, float]:
+def _measure(ctx, catalog: Catalog, kind: str, data_dir: str, seconds: float, connections: int) -> tuple[float, float]:
     """(req/s, server CPU microseconds per request) of one fresh server under load from the other core."""
     port = _free_port()
-    server = ctx.Process(target=_serve, args=(catalog, instrumented, port, data_dir), daemon=True)
+    server = ctx.Process(target=_serve, args=(catalog, kind, port, data_dir), daemon=True)
     server.start()
     try:
         _wait_port(port)
@@ -124,25 +132,28 @@ def _measure(ctx, catalog: Catalog, instrumented: bool, data_dir: str, seconds: 
 
 
 def bench_overhead(catalog: Catalog, rounds: int = 6, seconds: float = 4.0, connections: int = 16, progress=print) -> dict:
-    """Bare and instrumented servers in alternating order (ABBA), so a drift of the machine's speed
-    during the run weighs on both; the ratio is the median of each round's instrumented/bare pair."""
+    """The bare app, vigia's middleware and prometheus-fastapi-instrumentator, each round in an order
+    that alternates (so a drift of the machine's speed during the run weighs on all); a ratio is the
+    median of each round's instrumented/bare pair."""
     ctx = multiprocessing.get_context("spawn")
-    rps: dict[str, list[float]] = {"bare": [], "instrumented": []}
-    cpu: dict[str, list[float]] = {"bare": [], "instrumented": []}
+    rps: dict[str, list[float]] = {kind: [] for kind in SERVERS}
+    cpu: dict[str, list[float]] = {kind: [] for kind in SERVERS}
     with tempfile.TemporaryDirectory() as data_dir:
         for round_no in range(rounds):
-            order = ("bare", "instrumented") if round_no % 2 == 0 else ("instrumented", "bare")
-            for kind in order:
-                rate, cost = _measure(ctx, catalog, kind == "instrumented", data_dir, seconds, connections)
+            for kind in SERVERS if round_no % 2 == 0 else reversed(SERVERS):
+                rate, cost = _measure(ctx, catalog, kind, data_dir, seconds, connections)
                 rps[kind].append(rate)
                 cpu[kind].append(cost)
                 progress(f"round {round_no + 1}/{rounds} {kind}: {rate:,.0f} req/s, {cost:.0f} us CPU/request")
-    ratio = statistics.median(i / b for i, b in zip(rps["instrumented"], rps["bare"]))
-    cpu_bare, cpu_inst = statistics.median(cpu["bare"]), statistics.median(cpu["instrumented"])
+    ratio = {kind: statistics.median(i / b for i, b in zip(rps[kind], rps["bare"])) for kind in SERVERS[1:]}
+    median_cpu = {kind: statistics.median(cpu[kind]) for kind in SERVERS}
     return {"bench": "overhead", "bare_rps": round(statistics.median(rps["bare"])),
-            "instrumented_rps": round(statistics.median(rps["instrumented"])), "ratio": round(ratio, 3),
-            "overhead_pct": round((1 - ratio) * 100, 1), "bare_cpu_us_per_request": round(cpu_bare, 1),
-            "instrumented_cpu_us_per_request": round(cpu_inst, 1), "middleware_cpu_us_per_request": round(cpu_inst - cpu_bare, 1),
+            "instrumented_rps": round(statistics.median(rps["vigia"])), "ratio": round(ratio["vigia"], 3),
+            "overhead_pct": round((1 - ratio["vigia"]) * 100, 1),
+            "instrumentator_overhead_pct": round((1 - ratio["instrumentator"]) * 100, 1),
+            "bare_cpu_us_per_request": round(median_cpu["bare"], 1),
+            "middleware_cpu_us_per_request": round(median_cpu["vigia"] - median_cpu["bare"], 1),
+            "instrumentator_cpu_us_per_request": round(median_cpu["instrumentator"] - median_cpu["bare"], 1),
             "rounds": rounds, "goal_overhead_pct_max": 5}
 
 

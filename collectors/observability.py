@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import OrderedDict
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -39,7 +39,7 @@ class Observability:
     otlp: object | None = None
     # `hook(stage)` run by /_reload in order, sync or `async def` (awaited), before its ops.reload trail.
     reload_hooks: list[Callable[[str], None | Awaitable[None]]] = field(default_factory=list)
-    traces: OrderedDict = field(default_factory=OrderedDict)
+    traces: deque = field(default_factory=lambda: deque(maxlen=TRACE_MEMORY))
 
     @classmethod
     def from_catalog(cls, catalog: Catalog, component: str, data_dir: Path, node: str = "n1",
@@ -61,13 +61,12 @@ class Observability:
         return cls(catalog, component, node, metrics, logger, trails, flags, Health(), ErrorTokens(catalog), otlp)
 
     def remember_trace(self, trace_id: str, metadata: tuple) -> None:
-        """(correlation_id, route, method, code, latency_ms) of a request: metadata only."""
-        self.traces[trace_id] = metadata
-        if len(self.traces) > TRACE_MEMORY:
-            self.traces.popitem(last=False)
+        """(correlation_id, route, method, code, latency_ms) of a request: metadata only. One append
+        to a bounded deque per request; the rare `/_trace` lookup scans it, newest first."""
+        self.traces.append((trace_id, metadata))
 
     def trace(self, trace_id: str) -> dict | None:
-        found = self.traces.get(trace_id)
+        found = next((metadata for known, metadata in reversed(self.traces) if known == trace_id), None)
         if found is None:
             return None
         keys = ("correlation_id", "route", "method", "code", "latency_ms")

@@ -98,7 +98,7 @@ def test_spans_continue_the_w3c_trace_and_catalog_metrics_go_out_over_otlp_http(
         assert traced.status_code == untraced.status_code == 200
         # Periodic export, before any shutdown: the interval comes from OTEL_METRIC_EXPORT_INTERVAL.
         assert wait_for(lambda: receiver["/v1/metrics"]), "no periodic metrics export"
-    generated = next(t for t, meta in obs.traces.items() if meta[0] == untraced.headers["x-correlation-id"])
+    generated = next(t for t, meta in obs.traces if meta[0] == untraced.headers["x-correlation-id"])
     obs.close()  # flushes spans and sends the metrics one last time
 
     spans = {s.trace_id.hex(): s for s in decode_spans(receiver["/v1/traces"])}
