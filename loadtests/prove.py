@@ -175,13 +175,23 @@ def slo_figures(prom: Prometheus, catalog: Catalog, start: float, end: float, lo
     return figures
 
 
-def slo_held(figures: dict, rate: float) -> bool:
-    """p99 < 300 ms and errors < 0.3 % on gateway and core, at 90 % or more of the offered rate."""
-    held = figures["achieved_req_per_min"] >= 0.9 * rate
+def slo_misses(figures: dict, rate: float) -> list[str]:
+    """What keeps a load step from holding the SLO: p99 >= 300 ms or errors >= 0.3 % on gateway or
+    core, or less than 90 % of the offered rate served (the machine saturated). Empty when it held."""
+    misses = []
+    if figures["achieved_req_per_min"] < 0.9 * rate:
+        misses.append(f"served {figures['achieved_req_per_min']} of {rate:.0f} req/min offered")
     for component in ("gateway", "core"):
         p99, errors = figures[f"{component}_p99_ms"], figures[f"{component}_error_ratio"]
-        held &= p99 is not None and p99 < SLO_P99_MS and errors is not None and errors < SLO_ERRORS
-    return held
+        if p99 is None or p99 >= SLO_P99_MS:
+            misses.append(f"{component} p99 {p99} ms")
+        if errors is None or errors >= SLO_ERRORS:
+            misses.append(f"{component} errors {errors}")
+    return misses
+
+
+def slo_held(figures: dict, rate: float) -> bool:
+    return not slo_misses(figures, rate)
 
 
 def pages_since(s: Stack, since: float) -> list[str]:
@@ -417,10 +427,12 @@ def capacity(s: Stack, tokens: dict, seconds: int, report: Path, echo, max_steps
     steps, rate = [], float(CAPACITY_RATE)
     for _ in range(max_steps):
         figures = run_load(s, steady, tokens, rate, seconds, report, echo)
-        held = slo_held(figures, rate)
-        steps.append({"rate": rate, "held": held} | {k: v for k, v in figures.items() if k not in ("locust", "pages_during_run")})
+        misses = slo_misses(figures, rate)
+        held = not misses
+        steps.append({"rate": rate, "held": held, "broke_on": misses}
+                     | {k: v for k, v in figures.items() if k not in ("locust", "pages_during_run")})
         echo(f"  {rate:.0f} req/min: achieved {figures['achieved_req_per_min']}, gateway p99 {figures['gateway_p99_ms']} ms, "
-             f"errors {figures['gateway_error_ratio']}: {'held' if held else 'broke'}")
+             f"errors {figures['gateway_error_ratio']}: {'held' if held else 'broke on ' + '; '.join(misses)}")
         if any(st["held"] for st in steps) and any(not st["held"] for st in steps):
             break
         rate = round(rate * 1.5) if held else round(rate * 2 / 3)
