@@ -6,7 +6,7 @@ load: the real load path (`clickhouse_load.load_day`: the raw lines streamed in 
       the ledger) vs `json.loads` of each line in Python and `client.insert` of the rows into the
       same staging table, then the same REPLACE PARTITION (no catalog check: the baseline is the
       cheapest Python path, so the ratio is conservative); a third figure adds the Python reference
-      check (`bad_line_reason`, what a Python loader would have to run on every line).
+      check (`line_rules.record_reason`, what a Python loader would have to run on every line).
       Same lines (valid for the catalog, one object per component), best of `repeat` runs each.
 The machine's load moves these numbers; the ratios are measured in one run on the same data.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import clickhouse_connect
 
-from jobs import clickhouse_load
+from jobs import clickhouse_load, line_rules
 from jobs.rollup import compress
 from jobs.store import LocalStore
 from vigia import conventions as names
@@ -102,7 +102,7 @@ def _load_python(client, catalog: Catalog, objects, check: bool) -> float:
         rows = []
         for number, line in enumerate(obj.data.splitlines(), start=1):
             record = json.loads(line)
-            if check and clickhouse_load.record_reason(catalog, "logs", record, DAY):
+            if check and line_rules.record_reason(catalog, "logs", record, DAY):
                 continue
             rows.append([datetime.fromisoformat(record["ts"].replace("Z", "+00:00")) if c == "ts" else record.get(c, defaults[c])
                          for c in fields] + [obj.key, number])

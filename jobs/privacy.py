@@ -67,7 +67,7 @@ from fractions import Fraction
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.clickhouse_load import component_routes
+from jobs.line_rules import component_routes
 from vigia import conventions as names
 from vigia.model import Catalog
 

@@ -35,11 +35,11 @@ from pathlib import Path
 import zstandard
 from nacl.signing import SigningKey
 
-from collectors.logger import LEAKS
 from jobs import lifecycle
 from jobs import manifest as mf
 from jobs import merkle
 from jobs.clickhouse_load import LoadObject, load_day, record_loaded
+from jobs.line_rules import key_names
 from jobs.store import LocalStore, sha256_hex
 from vigia import conventions as names
 from vigia.model import Catalog
@@ -49,7 +49,6 @@ SPOOL_FILE = re.compile(r"(?P<stem>[a-z0-9_]+-[A-Za-z0-9_.:-]+?)(?:\.(?P<seq>\d+
 DAY_FOLDER = re.compile(r"\d{4}/\d{2}/\d{2}")
 GRACE = 120  # seconds after a day's end (or a rotated file's last change) before a file counts as closed
 DAY = 86400
-KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -329,13 +328,11 @@ def quarantine_object(client, catalog: Catalog, kind: str, day: str, objects: li
 
 
 def _key_names(raw: bytes | None) -> list[str]:
+    """The redacted key names of a raw line (none when it is not a JSON object)."""
     try:
-        record = json.loads(raw) if raw is not None else None
+        return key_names(json.loads(raw)) if raw is not None else []
     except ValueError:
         return []
-    if not isinstance(record, dict):
-        return []
-    return [k if KEY_NAME.fullmatch(k) and not any(p.search(k) for p in LEAKS.values()) else "(redacted)" for k in record]
 
 
 def run(catalog: Catalog, spool: Path, store, client, key: SigningKey, codec: str = "zstd", include_today: bool = False,

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real catalog, loaded once."""
+"""Shared fixtures: the real catalog, loaded once; a chDB client in the test's folder."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.loading import client_at
 from vigia import catalog as catalog_mod
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,3 +20,8 @@ def catalog():
 @pytest.fixture(scope="session")
 def catalog_text() -> str:
     return (ROOT / "stack.yaml").read_text()
+
+
+@pytest.fixture
+def ch(tmp_path):
+    return client_at(tmp_path / "ch")
