@@ -129,8 +129,9 @@ def create_app(catalog: Catalog, data_dir: Path, node: str = "n1", admin_token: 
         decision, wait = decide(req)
         evals[decision].inc()
         if decision != "allow":
-            obs.trails.append("policy.eval_min", scope="policy", actor=req.tenant if req.tenant in tenants else "unknown",
-                              data={"bits": int(req.cost), "decision": decision})
+            known = req.tenant if req.tenant in tenants else None  # a known tenant's record is signed with its key
+            obs.trails.append("policy.eval_min", scope="policy", actor=known or "unknown",
+                              data={"bits": int(req.cost), "decision": decision}, tenant=known)
         body = {"decision": decision}
         if wait:
             body["retry_after_ms"] = wait
