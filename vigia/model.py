@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
 DURATION = re.compile(r"^\d+(ms|s|m|h|d|w)$")
 DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -206,8 +206,12 @@ class Sampling(Frozen):
     tools: dict[str, float] = Field(default_factory=dict)
 
 
+# Log field names become JSON keys and ClickHouse columns: plain identifiers only.
+FieldName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]*$")]
+
+
 class Logs(Frozen):
-    fields: dict[str, LogFieldType]
+    fields: dict[FieldName, LogFieldType]
     forbidden: tuple[str, ...]
     max_value_length: int = Field(gt=0)
     sampling: Sampling
