@@ -158,8 +158,8 @@ class Locust:
 
 
 def slo_figures(prom: Prometheus, catalog: Catalog, start: float, end: float, load_seconds: float) -> dict:
-    """Latency quantiles, error ratio and achieved rate (requests over the `load_seconds` Locust ran)
-    of gateway and core on the internal routes over [start, end]."""
+    """Latency quantiles and error ratio of gateway and core on the internal routes over [start, end],
+    and the rate the gateway served over the `load_seconds` Locust ran."""
     window, figures = f"{max(int(end - start), 10)}s", {}
     for component in ("gateway", "core"):
         duration = catalog.http_metric(component, "duration").name
@@ -171,7 +171,11 @@ def slo_figures(prom: Prometheus, catalog: Catalog, start: float, end: float, lo
         total = prom.scalar(f'sum(increase({requests}{{route!~"/_.*"}}[{window}]))', end) or 0
         figures[f"{component}_requests"] = round(total)
         figures[f"{component}_error_ratio"] = round(errors / total, 5) if total else None
-    figures["achieved_req_per_min"] = round(figures["gateway_requests"] / load_seconds * 60)
+    # Served: the rise of the gateway's counter between its last samples before and after the load.
+    # increase() would extrapolate to the window's edges and read up to a scrape interval high.
+    served = f'sum({catalog.http_metric("gateway", "requests").name}{{route!~"/_.*"}}) or vector(0)'
+    figures["achieved_req_per_min"] = round(((prom.scalar(served, end) or 0) - (prom.scalar(served, start) or 0))
+                                            / load_seconds * 60)
     return figures
 
 
