@@ -64,7 +64,8 @@ class VigiaMiddleware:
         if child is None:
             code = str(status)
             if code not in self.codes:  # an unlisted status counts in its class, else as 500
-                code = f"{status // 100}00" if f"{status // 100}00" in self.codes else "500"
+                status_class = f"{status // 100}00"
+                code = status_class if status_class in self.codes else "500"
             child = self._counters[key] = self.obs.metrics.labels(self.requests, route=route, method=method, code=code)
         return child
 

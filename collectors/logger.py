@@ -83,7 +83,7 @@ class ServerBlindLogger:
         self.fields = dict(catalog.logs.fields)
         self.max_len = catalog.logs.max_value_length
         if not (TOKEN.fullmatch(node) and len(node) <= 64):
-            raise ValueError(f"node name must be 1-64 characters of [A-Za-z0-9_.:-] (it names files and log records)")
+            raise ValueError(f"node name {node[:80]!r} must be 1-64 characters of [A-Za-z0-9_.:-] (it names files and log records)")
         self.component, self.node = component, node
         self.root = Path(data_dir) / "logs"
         self.sampler = sampler
